@@ -1,0 +1,11 @@
+#!/usr/bin/env zx
+import { play } from './lib/play.ts';
+import { adminKeyStep } from './lib/install.ts';
+
+await play({
+  script: 'admin-key',
+  summary: 'Generates the admin key once (generate_admin_key.sh), keeps it in the host .env and writes .secrets/<host>.env for the Convex CLI.',
+  extraHelp: '\n  --show                print the admin key\n',
+  booleans: ['show'],
+  steps: (_host, run) => [adminKeyStep(run)],
+});

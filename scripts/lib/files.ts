@@ -1,0 +1,107 @@
+// Files on the droplet: read (one fact per path), compared, and written atomically — a temporary
+// file in the same folder with mode and owner set, then renamed over the live one. A file that
+// convex-ops did not write is copied aside the first time it is replaced.
+import { createHash } from 'node:crypto';
+import { dirname, basename } from 'node:path';
+import { createTwoFilesPatch } from 'diff';
+import type { Fact, StepContext } from './step.ts';
+import { sh } from './shell.ts';
+
+/** Every file convex-ops writes carries this marker, so a foreign file can be told apart. */
+export const MANAGED_MARKER = 'Managed by convex-ops';
+
+export type FileState =
+  | { kind: 'absent' }
+  | { kind: 'file'; mode: string; owner: string; group: string; content: string }
+  | { kind: 'other'; type: string };
+
+export function fileFact(path: string): Fact<FileState> {
+  return {
+    key: `file:${path}`,
+    command: sh`if [ -f ${path} ] && [ ! -L ${path} ]; then stat -c 'file %a %U %G' ${path}; cat ${path}; elif [ -e ${path} ] || [ -L ${path} ]; then stat -c 'other %F' ${path}; else echo absent; fi`,
+    parse: out => {
+      const newline = out.indexOf('\n');
+      const head = (newline < 0 ? out : out.slice(0, newline)).split(' ');
+      if (head[0] === 'file') return { kind: 'file', mode: head[1]!, owner: head[2]!, group: head[3]!, content: newline < 0 ? '' : out.slice(newline + 1) };
+      if (head[0] === 'other') return { kind: 'other', type: head.slice(1).join(' ') };
+      return { kind: 'absent' };
+    },
+  };
+}
+
+export interface DesiredFile {
+  path: string;
+  content: string;
+  mode: string;
+  owner?: string;
+  group?: string;
+  /** Diffs of secret files are not shown at all; their values are also redacted everywhere. */
+  secret?: boolean;
+  /** How the change is named in the output, when the path alone says too little. */
+  label?: string;
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export function unifiedDiff(path: string, before: string, after: string): string {
+  return createTwoFilesPatch(path, path, before, after, 'live', 'wanted', { context: 3 });
+}
+
+/** Writes the file if its content, mode or owner differ; returns whether it changed. */
+export async function ensureFile(ctx: StepContext, want: DesiredFile): Promise<boolean> {
+  const state = await ctx.fact(fileFact(want.path));
+  const owner = want.owner ?? 'root';
+  const group = want.group ?? owner;
+  if (state.kind === 'other') throw new Error(`${want.path} exists but is a ${state.type}, not a regular file. Move it away, then run again.`);
+  const label = want.label ?? want.path;
+  if (state.kind === 'file' && state.content === want.content) {
+    if (state.mode !== want.mode.replace(/^0/, '') || state.owner !== owner || state.group !== group) {
+      await ctx.change(`set ${label} to mode ${want.mode} ${owner}:${group}`, () =>
+        ctx.run(sh`chmod ${want.mode} ${want.path} && chown ${`${owner}:${group}`} ${want.path}`, `chmod ${want.path}`),
+      );
+      return true;
+    }
+    return false;
+  }
+  const before = state.kind === 'file' ? state.content : '';
+  const diff = want.secret ? `--- ${want.path}\n(secret file: diff not shown)\n` : unifiedDiff(want.path, before, want.content);
+  const foreign = state.kind === 'file' && !state.content.includes(MANAGED_MARKER);
+  const what = state.kind === 'absent' ? `create ${label}` : foreign ? `replace ${label} (the original is kept aside)` : `update ${label}`;
+  await ctx.change(what, () => writeAtomically(ctx, want, foreign), diff);
+  return true;
+}
+
+export function atomicWriteScript(want: { path: string; mode: string; owner?: string; group?: string }, keepOriginal: boolean): string {
+  const owner = want.owner ?? 'root';
+  const group = want.group ?? owner;
+  const dir = dirname(want.path);
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  return [
+    'set -e',
+    sh`mkdir -p ${dir}`,
+    sh`tmp=$(mktemp ${`${dir}/.${basename(want.path)}.convex-ops.XXXXXX`})`,
+    `trap 'rm -f "$tmp"' EXIT`,
+    'cat > "$tmp"',
+    sh`chmod ${want.mode} "$tmp"`,
+    sh`chown ${`${owner}:${group}`} "$tmp"`,
+    keepOriginal ? sh`cp -p ${want.path} ${`${want.path}.orig-convex-ops-${stamp}`}` : ':',
+    sh`mv -f "$tmp" ${want.path}`,
+    'trap - EXIT',
+  ].join('\n');
+}
+
+async function writeAtomically(ctx: StepContext, want: DesiredFile, keepOriginal: boolean): Promise<void> {
+  await ctx.run(atomicWriteScript(want, keepOriginal), `write ${want.path}`, { stdin: want.content });
+}
+
+export type PathKind = 'absent' | 'dir' | 'file' | `link:${string}` | 'other';
+
+export function pathKindFact(path: string): Fact<PathKind> {
+  return {
+    key: `kind:${path}`,
+    command: sh`if [ -L ${path} ]; then printf 'link:%s' "$(readlink ${path})"; elif [ -d ${path} ]; then echo dir; elif [ -f ${path} ]; then echo file; elif [ -e ${path} ]; then echo other; else echo absent; fi`,
+    parse: out => out.trim() as PathKind,
+  };
+}

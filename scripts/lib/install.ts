@@ -1,0 +1,19 @@
+// The base install, in order: what scripts/install.ts runs and what all.ts starts with.
+import type { Host } from './inventory.ts';
+import type { RunInfo } from './play.ts';
+import type { Step } from './step.ts';
+import { directories } from './steps/directories.ts';
+import { docker } from './steps/docker.ts';
+import { secret } from './steps/secret.ts';
+import { postgres } from './steps/postgres.ts';
+import { compose } from './steps/compose.ts';
+import { up } from './steps/up.ts';
+import { adminKey } from './steps/admin-key.ts';
+
+export function adminKeyStep(run: RunInfo): Step {
+  return adminKey({ local: run.local, show: Boolean(run.args.show), print: line => process.stdout.write(line + '\n') });
+}
+
+export function installSteps(_host: Host, run: RunInfo): Step[] {
+  return [directories, docker, secret, postgres, compose, up, adminKeyStep(run)];
+}

@@ -1,0 +1,360 @@
+// inventory.toml: loaded, merged ([defaults] under each host) and validated before anything
+// connects. Errors carry the key's path (hosts.dev.postgres.url) and say how to fix it.
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import TOML from '@iarna/toml';
+
+export interface Domains { api: string; site: string; dashboard: string }
+export interface PostgresConfig {
+  mode: 'local' | 'external';
+  user: string;
+  /** external mode: postgresql://host:port[?options], without a database name */
+  url?: string;
+  /** external mode: the operator-side environment variable that holds the password */
+  password_env?: string;
+  /** external mode: a CA file (on the operator's machine) for a server whose CA is not public */
+  ca_file?: string;
+}
+export interface AcmeConfig { email?: string; directory: string; ca_bundle?: string }
+export interface Host {
+  name: string;
+  address: string;
+  port: number;
+  user: string;
+  identity?: string;
+  identity_passphrase_env?: string;
+  known_hosts: string;
+  volume: string;
+  root: string;
+  instance_name: string;
+  backend_image: string;
+  dashboard_image: string;
+  bind_address: string;
+  domains?: Domains;
+  dashboard_allow: string[];
+  firewall: boolean;
+  acme: AcmeConfig;
+  postgres: PostgresConfig;
+  backup: { keep: number };
+  promote_from?: string;
+}
+export interface Inventory { path: string; hosts: Map<string, Host>; groups: Map<string, string[]>; warnings: string[] }
+
+export const ACME_DIRECTORIES: Record<string, string> = {
+  production: 'https://acme-v02.api.letsencrypt.org/directory',
+  staging: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+};
+
+export class InventoryError extends Error {}
+
+type Spec =
+  | { type: 'string' | 'integer' | 'boolean' | 'string[]' }
+  | { type: 'table'; keys: Record<string, Spec> };
+
+const DOMAIN_KEYS: Record<string, Spec> = { api: { type: 'string' }, site: { type: 'string' }, dashboard: { type: 'string' } };
+const HOST_KEYS: Record<string, Spec> = {
+  address: { type: 'string' },
+  port: { type: 'integer' },
+  user: { type: 'string' },
+  identity: { type: 'string' },
+  identity_passphrase_env: { type: 'string' },
+  known_hosts: { type: 'string' },
+  volume: { type: 'string' },
+  root: { type: 'string' },
+  instance_name: { type: 'string' },
+  backend_image: { type: 'string' },
+  dashboard_image: { type: 'string' },
+  bind_address: { type: 'string' },
+  domains: { type: 'table', keys: DOMAIN_KEYS },
+  dashboard_allow: { type: 'string[]' },
+  firewall: { type: 'boolean' },
+  promote_from: { type: 'string' },
+  acme: { type: 'table', keys: { email: { type: 'string' }, directory: { type: 'string' }, ca_bundle: { type: 'string' } } },
+  postgres: {
+    type: 'table',
+    keys: { mode: { type: 'string' }, user: { type: 'string' }, url: { type: 'string' }, password_env: { type: 'string' }, ca_file: { type: 'string' } },
+  },
+  backup: { type: 'table', keys: { keep: { type: 'integer' } } },
+};
+const TOP_KEYS = ['defaults', 'hosts', 'groups'];
+
+const DEFAULTS = {
+  port: 22,
+  user: 'root',
+  known_hosts: '~/.ssh/known_hosts',
+  root: '/opt/convex',
+  instance_name: 'convex-self-hosted',
+  bind_address: '0.0.0.0',
+  dashboard_allow: [] as string[],
+  firewall: false,
+  acme: { directory: 'production' },
+  postgres: { mode: 'local', user: 'convex' },
+  backup: { keep: 7 },
+};
+
+export function defaultInventoryPath(): string {
+  return process.env.CONVEX_OPS_INVENTORY ?? 'inventory.toml';
+}
+
+export function loadInventory(path: string): Inventory {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new InventoryError(`${path}: cannot read the inventory. Pass --inventory FILE or set CONVEX_OPS_INVENTORY.`);
+  }
+  let data: Record<string, unknown>;
+  try {
+    data = TOML.parse(text) as Record<string, unknown>;
+  } catch (error) {
+    const e = error as { line?: number; col?: number; message: string };
+    const where = e.line !== undefined ? `:${e.line + 1}:${(e.col ?? 0) + 1}` : '';
+    const reason = e.message.split('\n')[0];
+    throw new InventoryError(`${path}${where}: invalid TOML: ${reason}. Fix the syntax at that line and column.`);
+  }
+  return validate(data, path);
+}
+
+function validate(data: Record<string, unknown>, path: string): Inventory {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  for (const key of Object.keys(data)) {
+    if (!TOP_KEYS.includes(key)) problems.push(unknownKey(key, key, TOP_KEYS));
+  }
+  const defaults = asTable(data.defaults, 'defaults', problems);
+  checkKeys(defaults, HOST_KEYS, 'defaults', problems);
+  const hostTables = asTable(data.hosts, 'hosts', problems);
+  if (Object.keys(hostTables).length === 0) problems.push(`hosts: no host is defined. Add a [hosts.NAME] table with address and volume.`);
+
+  const base = dirname(resolve(path));
+  const hosts = new Map<string, Host>();
+  for (const [name, raw] of Object.entries(hostTables)) {
+    const table = asTable(raw, `hosts.${name}`, problems);
+    checkKeys(table, HOST_KEYS, `hosts.${name}`, problems);
+    const merged = deepMerge(deepMerge(structuredClone(DEFAULTS), defaults), table) as Record<string, unknown>;
+    const host = toHost(name, merged, base, problems, warnings);
+    if (host) hosts.set(name, host);
+  }
+
+  const groups = new Map<string, string[]>();
+  for (const [group, members] of Object.entries(asTable(data.groups, 'groups', problems))) {
+    if (!Array.isArray(members) || members.some(m => typeof m !== 'string')) {
+      problems.push(`groups.${group}: must be a list of host names, e.g. ${group} = ["dev", "prod"].`);
+      continue;
+    }
+    for (const member of members as string[]) {
+      if (!hostTables[member]) problems.push(`groups.${group}: "${member}" is not a host. Known hosts: ${Object.keys(hostTables).join(', ')}.`);
+    }
+    if (hostTables[group]) problems.push(`groups.${group}: a group cannot have the name of a host.`);
+    groups.set(group, members as string[]);
+  }
+  for (const host of hosts.values()) {
+    if (host.promote_from && !hosts.has(host.promote_from)) {
+      problems.push(`hosts.${host.name}.promote_from: "${host.promote_from}" is not a host. Known hosts: ${[...hosts.keys()].join(', ')}.`);
+    }
+  }
+  if (problems.length) throw new InventoryError(`${path}: ${problems.length === 1 ? problems[0] : '\n  - ' + problems.join('\n  - ')}`);
+  return { path, hosts, groups, warnings };
+}
+
+function toHost(name: string, m: Record<string, unknown>, base: string, problems: string[], warnings: string[]): Host | undefined {
+  const at = (key: string) => `hosts.${name}.${key}`;
+  const before = problems.length;
+  for (const key of ['address', 'volume', 'backend_image', 'dashboard_image']) {
+    if (m[key] === undefined) problems.push(`${at(key)}: required key is missing. Set it in [hosts.${name}] or [defaults].`);
+  }
+  const instance = String(m.instance_name);
+  if (!/^[a-z][a-z0-9-]{0,62}$/.test(instance) || instance.endsWith('-')) {
+    problems.push(
+      `${at('instance_name')}: "${instance}" cannot become a PostgreSQL database name (Convex uses the name with "-" replaced by "_"). ` +
+        `Use lowercase letters, digits and "-", starting with a letter, at most 63 characters, e.g. "convex-self-hosted".`,
+    );
+  }
+  for (const key of ['volume', 'root']) {
+    const value = m[key];
+    if (typeof value === 'string' && (!value.startsWith('/') || value === '/' || value.includes('..'))) {
+      problems.push(`${at(key)}: "${value}" must be an absolute path below / (e.g. /mnt/convex_data).`);
+    }
+  }
+  for (const key of ['backend_image', 'dashboard_image']) {
+    const value = m[key];
+    if (typeof value !== 'string') continue;
+    if (!/^[a-z0-9][a-z0-9._\-/:]*(@sha256:[a-f0-9]{64})?$/.test(value) || (!value.includes('@') && !/:[\w][\w.-]*$/.test(value.split('/').pop() ?? ''))) {
+      problems.push(`${at(key)}: "${value}" must name an image with a tag or digest, e.g. ghcr.io/get-convex/convex-backend:<git sha> or …@sha256:<digest>.`);
+    } else if (value.endsWith(':latest')) {
+      warnings.push(`${at(key)}: ":latest" moves without notice, so promotion cannot guarantee that prod runs what dev ran. Pin a tag or a digest.`);
+    }
+  }
+  if (m.promote_from === name) problems.push(`${at('promote_from')}: a host cannot promote from itself.`);
+  const pg = m.postgres as Record<string, unknown>;
+  if (pg.mode !== 'local' && pg.mode !== 'external') {
+    problems.push(`${at('postgres.mode')}: "${String(pg.mode)}" is not a mode. Use "local" (install PostgreSQL on the droplet) or "external".`);
+  }
+  if (pg.mode === 'external') {
+    if (typeof pg.url !== 'string') problems.push(`${at('postgres.url')}: required in external mode, e.g. "postgresql://db.example.com:25060".`);
+    if (typeof pg.password_env !== 'string') problems.push(`${at('postgres.password_env')}: required in external mode: the name of an environment variable on your machine that holds the password.`);
+    if (typeof pg.url === 'string') checkClusterUrl(pg.url, at('postgres.url'), problems);
+  }
+  if (typeof pg.user === 'string' && !/^[a-z_][a-z0-9_]{0,62}$/.test(pg.user)) {
+    problems.push(`${at('postgres.user')}: "${pg.user}" is not a simple PostgreSQL role name. Use lowercase letters, digits and "_".`);
+  }
+  const domains = m.domains as Record<string, unknown> | undefined;
+  if (domains) {
+    for (const key of Object.keys(DOMAIN_KEYS)) {
+      const value = domains[key];
+      if (typeof value !== 'string') problems.push(`${at('domains.' + key)}: required when [domains] is set.`);
+      else if (!/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/.test(value)) problems.push(`${at('domains.' + key)}: "${value}" is not a domain name.`);
+    }
+  }
+  const acme = m.acme as Record<string, unknown>;
+  if (domains && typeof acme.email !== 'string') problems.push(`${at('acme.email')}: required when the host has domains (Let's Encrypt needs a contact address).`);
+  const directory = String(acme.directory);
+  if (!ACME_DIRECTORIES[directory] && !/^https:\/\//.test(directory)) {
+    problems.push(`${at('acme.directory')}: "${directory}" is neither "production", "staging" nor an https:// ACME directory URL.`);
+  }
+  for (const cidr of (m.dashboard_allow as string[]) ?? []) {
+    if (!/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(cidr)) problems.push(`${at('dashboard_allow')}: "${cidr}" is not an address or CIDR, e.g. "203.0.113.0/24".`);
+  }
+  const backup = m.backup as { keep: number };
+  if (backup.keep < 1) problems.push(`${at('backup.keep')}: must be at least 1; the last good backup is never deleted.`);
+  const port = m.port as number;
+  if (port < 1 || port > 65535) problems.push(`${at('port')}: ${port} is not a TCP port.`);
+  if (problems.length > before) return undefined;
+
+  const local = (p: unknown) => (typeof p === 'string' ? resolveLocalPath(p, base) : undefined);
+  return {
+    name,
+    address: m.address as string,
+    port,
+    user: m.user as string,
+    identity: local(m.identity),
+    identity_passphrase_env: m.identity_passphrase_env as string | undefined,
+    known_hosts: local(m.known_hosts) as string,
+    volume: (m.volume as string).replace(/\/+$/, ''),
+    root: (m.root as string).replace(/\/+$/, ''),
+    instance_name: instance,
+    backend_image: m.backend_image as string,
+    dashboard_image: m.dashboard_image as string,
+    bind_address: domains ? '127.0.0.1' : (m.bind_address as string),
+    domains: domains as Domains | undefined,
+    dashboard_allow: m.dashboard_allow as string[],
+    firewall: m.firewall as boolean,
+    acme: { email: acme.email as string | undefined, directory: ACME_DIRECTORIES[directory] ?? directory, ca_bundle: local(acme.ca_bundle) },
+    postgres: { ...(pg as unknown as PostgresConfig), ca_file: local(pg.ca_file) },
+    backup,
+    promote_from: m.promote_from as string | undefined,
+  };
+}
+
+/** The checks Convex itself makes on POSTGRES_URL, made here before anything is deployed. */
+function checkClusterUrl(url: string, at: string, problems: string[]): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    problems.push(`${at}: "${url}" is not a URL, e.g. "postgresql://db.example.com:25060".`);
+    return;
+  }
+  if (!/^postgres(ql)?:$/.test(parsed.protocol)) problems.push(`${at}: must start with postgresql://.`);
+  if (parsed.pathname && parsed.pathname !== '/') {
+    problems.push(
+      `${at}: contains a database name ("${parsed.pathname}"); Convex refuses it with "cluster url already contains db name: ${parsed.pathname}". ` +
+        `Remove the path: Convex picks the database from instance_name.`,
+    );
+  }
+  if (parsed.password) problems.push(`${at}: must not contain a password; put it in the environment variable named by password_env.`);
+}
+
+function resolveLocalPath(p: string, base: string): string {
+  if (p === '~' || p.startsWith('~/')) return resolve(homedir(), p.slice(2));
+  return isAbsolute(p) ? p : resolve(base, p);
+}
+
+function asTable(value: unknown, at: string, problems: string[]): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    problems.push(`${at}: must be a table ([${at}]).`);
+    return {};
+  }
+  return value as Record<string, unknown>;
+}
+
+function checkKeys(table: Record<string, unknown>, specs: Record<string, Spec>, at: string, problems: string[]): void {
+  for (const [key, value] of Object.entries(table)) {
+    const spec = specs[key];
+    if (!spec) {
+      problems.push(unknownKey(`${at}.${key}`, key, Object.keys(specs)));
+      continue;
+    }
+    const ok =
+      spec.type === 'string' ? typeof value === 'string' && value.length > 0
+      : spec.type === 'integer' ? Number.isInteger(value)
+      : spec.type === 'boolean' ? typeof value === 'boolean'
+      : spec.type === 'string[]' ? Array.isArray(value) && value.every(v => typeof v === 'string')
+      : typeof value === 'object' && value !== null && !Array.isArray(value);
+    if (!ok) {
+      problems.push(`${at}.${key}: must be ${spec.type === 'string[]' ? 'a list of strings' : spec.type === 'table' ? 'a table' : `a non-empty ${spec.type}`}.`);
+    } else if (spec.type === 'table') {
+      checkKeys(value as Record<string, unknown>, spec.keys, `${at}.${key}`, problems);
+    }
+  }
+}
+
+function unknownKey(path: string, key: string, known: string[]): string {
+  const best = known
+    .map(k => ({ k, d: editDistance(key, k) }))
+    .sort((a, b) => a.d - b.d)[0];
+  const hint = best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? ` Did you mean "${best.k}"?` : ` Known keys: ${known.join(', ')}.`;
+  return `${path}: unknown key.${hint}`;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length]!;
+}
+
+function deepMerge(target: Record<string, unknown>, source: Record<string, unknown>): Record<string, unknown> {
+  for (const [key, value] of Object.entries(source)) {
+    const current = target[key];
+    if (isTable(value) && isTable(current)) target[key] = deepMerge({ ...current }, value);
+    else target[key] = structuredClone(value);
+  }
+  return target;
+}
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/** Resolves --host (names and groups, comma-separated) to hosts; an unknown name lists the known ones. */
+export function selectHosts(inventory: Inventory, selector: string | undefined): Host[] {
+  if (!selector) {
+    throw new InventoryError(`--host is required. Known hosts: ${[...inventory.hosts.keys()].join(', ')}${inventory.groups.size ? `; groups: ${[...inventory.groups.keys()].join(', ')}` : ''}.`);
+  }
+  const names = new Set<string>();
+  for (const part of selector.split(',').map(s => s.trim()).filter(Boolean)) {
+    if (inventory.hosts.has(part)) names.add(part);
+    else if (inventory.groups.has(part)) inventory.groups.get(part)!.forEach(n => names.add(n));
+    else {
+      throw new InventoryError(
+        `unknown host "${part}" in ${inventory.path}. Known hosts: ${[...inventory.hosts.keys()].join(', ')}` +
+          (inventory.groups.size ? `; groups: ${[...inventory.groups.keys()].join(', ')}.` : '.'),
+      );
+    }
+  }
+  return [...names].map(n => inventory.hosts.get(n)!);
+}
+
+export function databaseName(host: Host): string {
+  return host.instance_name.replace(/-/g, '_');
+}

@@ -1,0 +1,48 @@
+// One run at a time per droplet: a flock held by a remote command whose stdin stays open for the
+// whole run. When the run ends, is killed, or loses its connection, sshd closes that command and
+// the kernel drops the lock, so a dead run never blocks the next one.
+import { hostname, userInfo } from 'node:os';
+import type { Connection } from './ssh.ts';
+import { sh } from './shell.ts';
+import { STATE_DIR } from './step.ts';
+
+export class LockError extends Error {}
+
+export async function acquireRunLock(conn: Connection, opts: { waitSeconds: number; script: string; onWait: (holder: string) => void }): Promise<() => void> {
+  const time = new Date().toTimeString().slice(0, 5);
+  const holder = `${userInfo().username}@${hostname()} since ${time} (${opts.script}, pid ${process.pid})`;
+  const script = [
+    sh`mkdir -p ${STATE_DIR} && exec 9>>${`${STATE_DIR}/lock`}`,
+    sh`if ! flock -n 9; then echo "BUSY $(cat ${`${STATE_DIR}/lock.holder`} 2>/dev/null)"; flock -w ${opts.waitSeconds} 9 || { echo TIMEOUT; exit 75; }; fi`,
+    sh`printf '%s\n' ${holder} > ${`${STATE_DIR}/lock.holder`}`,
+    'echo LOCKED',
+    'cat >/dev/null',
+  ].join('\n');
+  let busyWith = 'another run';
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    conn
+      .hold(script, line => {
+        if (line.startsWith('BUSY')) {
+          busyWith = line.slice(5) || 'another run';
+          opts.onWait(busyWith);
+        } else if (line === 'LOCKED' && !settled) {
+          settled = true;
+          resolve(() => release());
+        } else if (line === 'TIMEOUT' && !settled) {
+          settled = true;
+          reject(new LockError(`${conn.host.name} is being changed by ${busyWith}; gave up after ${opts.waitSeconds}s. Wait for that run to finish, or raise --lock-timeout.`));
+        }
+      })
+      .then(({ release: end, exited }) => {
+        release = end;
+        void exited.then(code => {
+          if (!settled) {
+            settled = true;
+            reject(new LockError(`${conn.host.name}: could not take the run lock (exit ${code}); is flock (util-linux) installed?`));
+          }
+        });
+      }, reject);
+    let release: () => void = () => {};
+  });
+}

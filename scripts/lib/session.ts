@@ -1,0 +1,134 @@
+// One host for one run: its single SSH connection, its run lock, its fact cache, and the steps
+// and checks run on it in order. A failed step ends the host's run; other hosts carry on.
+import type { Host } from './inventory.ts';
+import { Connection } from './ssh.ts';
+import { acquireRunLock } from './lock.ts';
+import { gatherFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
+import type { HostMemo, Step, StepResult } from './step.ts';
+import type { Check } from './check.ts';
+import { runChecks } from './check.ts';
+import type { HostRun, Reporter } from './report.ts';
+import { redact } from './redact.ts';
+
+export interface SessionOptions {
+  check: boolean;
+  acceptNew: boolean;
+  lockTimeout: number;
+  script: string;
+  reporter: Reporter;
+}
+
+export class HostSession {
+  readonly host: Host;
+  readonly results: StepResult[] = [];
+  readonly memo: HostMemo = new Map();
+  conn?: Connection;
+  private readonly options: SessionOptions;
+  private readonly cache = new Map<string, unknown>();
+  private releaseLock?: () => void;
+  private readonly started = Date.now();
+
+  constructor(host: Host, options: SessionOptions) {
+    this.host = host;
+    this.options = options;
+  }
+
+  get failed(): boolean {
+    return this.results.some(r => r.status === 'failed');
+  }
+
+  /** Connects and (except for a dry run, which must write nothing) takes the run lock. */
+  async open(): Promise<boolean> {
+    return this.record('connect', async () => {
+      this.conn = await Connection.open(this.host, { acceptNew: this.options.acceptNew });
+      if (!this.options.check) {
+        this.releaseLock = await acquireRunLock(this.conn, {
+          waitSeconds: this.options.lockTimeout,
+          script: this.options.script,
+          onWait: holder => this.options.reporter.warn(this.host.name, `${this.host.name} is being changed by ${holder}; waiting up to ${this.options.lockTimeout}s`),
+        });
+      }
+      return `${this.host.user}@${this.host.address}:${this.host.port}`;
+    });
+  }
+
+  /** Runs steps in order, stopping at the first failure. Facts for all of them are read at once. */
+  async run(steps: Step[]): Promise<boolean> {
+    if (!this.conn || this.failed) return false;
+    const conn = this.conn;
+    const prefetch = await this.record('read state', async () => {
+      await gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(this.host) ?? [])], this.cache);
+      return '';
+    }, { quiet: true });
+    if (!prefetch) return false;
+    for (const step of steps) {
+      const ctx = new StepContext({
+        host: this.host,
+        conn,
+        check: this.options.check,
+        memo: this.memo,
+        cache: this.cache,
+        stepName: step.name,
+        events: {
+          progress: (name, text) => this.options.reporter.progress(this.host.name, name, text),
+          warn: text => this.options.reporter.warn(this.host.name, text),
+        },
+      });
+      const ok = await this.record(step.name, () => step.run(ctx), { ctx });
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  async checks(checks: Check[]): Promise<boolean> {
+    if (!this.conn || this.failed) return false;
+    const conn = this.conn;
+    const started = Date.now();
+    try {
+      const results = await runChecks(conn, checks);
+      for (const result of results) this.report(result);
+    } catch (error) {
+      this.report({ step: 'checks', status: 'failed', detail: redact((error as Error).message), changes: [], diffs: [], seconds: (Date.now() - started) / 1000 });
+    }
+    return !this.failed;
+  }
+
+  /** Runs one unit of work and records its result; returns false when it failed. */
+  async record(name: string, work: () => Promise<string | void>, opts: { ctx?: StepContext; quiet?: boolean } = {}): Promise<boolean> {
+    const started = Date.now();
+    this.options.reporter.stepStarted(this.host.name, name);
+    let result: StepResult;
+    try {
+      const reason = await work();
+      const changes = opts.ctx?.changes ?? [];
+      result = changes.length
+        ? { step: name, status: 'changed', detail: (this.options.check ? 'would: ' : '') + changes.join('; '), changes, diffs: opts.ctx?.diffs ?? [], seconds: 0 }
+        : { step: name, status: 'ok', detail: reason ?? '', changes: [], diffs: [], seconds: 0 };
+    } catch (error) {
+      const e = error as Error;
+      result = e instanceof SkipStep
+        ? { step: name, status: 'skipped', detail: e.message, changes: [], diffs: [], seconds: 0 }
+        : { step: name, status: 'failed', detail: redact(e.message), changes: opts.ctx?.changes ?? [], diffs: opts.ctx?.diffs ?? [], seconds: 0 };
+    }
+    result.seconds = (Date.now() - started) / 1000;
+    if (!(opts.quiet && result.status === 'ok')) this.report(result);
+    return result.status !== 'failed';
+  }
+
+  report(result: StepResult): void {
+    this.results.push(result);
+    this.options.reporter.stepFinished(this.host.name, result);
+  }
+
+  close(): HostRun {
+    this.releaseLock?.();
+    this.conn?.close();
+    return {
+      host: this.host.name,
+      steps: this.results,
+      connections: this.conn ? 1 : 0,
+      commands: this.conn?.commands ?? 0,
+      seconds: (Date.now() - this.started) / 1000,
+    };
+  }
+}

@@ -1,0 +1,155 @@
+// A step reads state (facts), compares it with what the inventory wants, and changes only what
+// differs. "changed" is derived from the changes it actually made, never claimed. Under --check
+// the same code runs with every apply skipped, so the plan and its diffs come for free.
+import type { Host } from './inventory.ts';
+import type { Connection, RunOptions, RunResult } from './ssh.ts';
+import { sh } from './shell.ts';
+
+export interface Fact<T> {
+  /** Unique per command: two facts with the same key are the same reading. */
+  key: string;
+  /** A POSIX sh snippet, run as root; its stdout is parsed. Its stderr is discarded. */
+  command: string;
+  parse: (stdout: string, exitCode: number) => T;
+}
+
+export type Status = 'ok' | 'changed' | 'failed' | 'skipped';
+export interface StepResult {
+  step: string;
+  status: Status;
+  /** ok: why nothing needed doing; changed: what was done; failed: the error; skipped: why. */
+  detail: string;
+  changes: string[];
+  diffs: string[];
+  seconds: number;
+}
+
+export interface Step {
+  name: string;
+  /** Facts the step will read, gathered for all steps of a run in one remote command. */
+  facts?: (host: Host) => Array<Fact<unknown>>;
+  /** Returns the reason nothing needed doing (used when it made no change). */
+  run: (ctx: StepContext) => Promise<string | void>;
+}
+
+export class SkipStep extends Error {}
+
+/** Where the tool keeps its own per-droplet state (the run lock, pending reloads, applied marks). */
+export const STATE_DIR = '/var/lib/convex-ops';
+
+/** State shared by the steps of one host within one run (e.g. the .env values once read). */
+export type HostMemo = Map<string, unknown>;
+
+export interface HostEvents {
+  progress: (step: string, text: string) => void;
+  warn: (text: string) => void;
+}
+
+export class StepContext {
+  readonly host: Host;
+  readonly conn: Connection;
+  readonly check: boolean;
+  readonly memo: HostMemo;
+  readonly stepName: string;
+  readonly changes: string[] = [];
+  readonly diffs: string[] = [];
+  private readonly cache: Map<string, unknown>;
+  private readonly events: HostEvents;
+
+  constructor(opts: { host: Host; conn: Connection; check: boolean; memo: HostMemo; cache: Map<string, unknown>; events: HostEvents; stepName: string }) {
+    this.host = opts.host;
+    this.conn = opts.conn;
+    this.check = opts.check;
+    this.memo = opts.memo;
+    this.cache = opts.cache;
+    this.events = opts.events;
+    this.stepName = opts.stepName;
+  }
+
+  async fact<T>(fact: Fact<T>): Promise<T> {
+    if (!this.cache.has(fact.key)) await gatherFacts(this.conn, [fact], this.cache);
+    return this.cache.get(fact.key) as T;
+  }
+
+  /** Reads several facts in one remote command (those not already cached). */
+  async facts(facts: Array<Fact<unknown>>): Promise<void> {
+    await gatherFacts(this.conn, facts.filter(f => !this.cache.has(f.key)), this.cache);
+  }
+
+  /**
+   * Records a change and, unless this is a dry run, applies it. Any applied change makes every
+   * cached fact stale: later readings go back to the host.
+   */
+  async change(what: string, apply: () => Promise<unknown>, diff?: string): Promise<void> {
+    this.changes.push(what);
+    if (diff) this.diffs.push(diff);
+    if (this.check) return;
+    this.progress(what);
+    await apply();
+    this.cache.clear();
+  }
+
+  run(script: string, what: string, opts?: RunOptions): Promise<RunResult> {
+    return this.conn.run(script, what, opts);
+  }
+
+  progress(text: string): void {
+    this.events.progress(this.stepName, text);
+  }
+
+  warn(text: string): void {
+    this.events.warn(text);
+  }
+
+  skip(reason: string): never {
+    throw new SkipStep(reason);
+  }
+
+  /**
+   * A reload or restart that a change needs is recorded on the host before the change is made,
+   * and cleared only once it succeeded, so a run that dies in between leaves it for the next run
+   * (Ansible's lost-handler bug, ansible#4766, cannot happen).
+   */
+  async markPending(handler: string): Promise<void> {
+    if (this.check) return;
+    await this.run(sh`mkdir -p ${STATE_DIR}/pending && touch ${`${STATE_DIR}/pending/${handler}`}`, `record pending ${handler}`);
+  }
+
+  async isPending(handler: string): Promise<boolean> {
+    return (await this.fact(pendingHandlers)).includes(handler);
+  }
+
+  /** Runs a pending handler (reload/restart) and clears its mark only after it succeeded. */
+  async runPending(handler: string, what: string, script: string): Promise<void> {
+    if (!(await this.isPending(handler))) return;
+    await this.change(what, () => this.run(`${script} && rm -f ${STATE_DIR}/pending/${handler}`, what));
+  }
+}
+
+export const pendingHandlers: Fact<string[]> = {
+  key: 'pending-handlers',
+  command: `ls -1 ${STATE_DIR}/pending 2>/dev/null`,
+  parse: out => out.split('\n').filter(Boolean),
+};
+
+const BEGIN = '@@convex-ops-fact-begin';
+const END = '@@convex-ops-fact-end';
+
+/** Runs many facts as one remote command; each section is delimited and parsed on its own. */
+export async function gatherFacts(conn: Connection, facts: Array<Fact<unknown>>, into: Map<string, unknown>): Promise<void> {
+  const unique = [...new Map(facts.map(f => [f.key, f])).values()];
+  if (unique.length === 0) return;
+  const script = unique
+    .map((f, i) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?"`)
+    .join('\n');
+  const { stdout } = await conn.run(script, 'read state');
+  for (const [i, fact] of unique.entries()) {
+    const start = stdout.indexOf(`${BEGIN} ${i}\n`);
+    const endMarker = `\n${END} ${i} `;
+    const end = stdout.indexOf(endMarker, start);
+    if (start < 0 || end < 0) throw new Error(`${conn.host.name}: could not read state "${fact.key}"`);
+    const body = stdout.slice(start + BEGIN.length + String(i).length + 2, end);
+    const code = Number.parseInt(stdout.slice(end + endMarker.length), 10);
+    into.set(fact.key, fact.parse(body, code));
+  }
+}

@@ -1,0 +1,55 @@
+// <root>/docker-compose.yml, built with the yaml package from files/docker-compose.yml plus the
+// host's values. Secrets stay in .env and reach the containers through ${…} interpolation.
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import type { Host } from '../inventory.ts';
+import type { Step } from '../step.ts';
+import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
+import { CONVEX_NETWORK } from './docker.ts';
+import { PG_CA_PATH } from './postgres.ts';
+import { composePath } from './secret.ts';
+
+const DEFINITION = new URL('../../../files/docker-compose.yml', import.meta.url);
+
+interface Service { image: string; ports: string[]; volumes?: string[]; environment: Record<string, string> }
+interface ComposeFile { services: { backend: Service; dashboard: Service }; networks: { default: { name: string } } }
+
+/** The URLs clients use: the https names when the host has domains, else the published ports. */
+export function origins(host: Host): { cloud: string; site: string; dashboard: string } {
+  if (host.domains) return { cloud: `https://${host.domains.api}`, site: `https://${host.domains.site}`, dashboard: `https://${host.domains.dashboard}` };
+  const address = host.bind_address === '0.0.0.0' ? host.address : host.bind_address;
+  return { cloud: `http://${address}:3210`, site: `http://${address}:3211`, dashboard: `http://${address}:6791` };
+}
+
+export function renderCompose(host: Host): string {
+  const doc = YAML.parse(readFileSync(DEFINITION, 'utf8')) as ComposeFile;
+  const { backend, dashboard } = doc.services;
+  const { cloud, site } = origins(host);
+  // With domains nginx is in front, so the ports listen on loopback only.
+  const bind = host.bind_address;
+  backend.image = host.backend_image;
+  backend.ports = [`${bind}:3210:3210`, `${bind}:3211:3211`];
+  backend.volumes = [`${host.volume}/data:/convex/data`];
+  Object.assign(backend.environment, { INSTANCE_NAME: host.instance_name, CONVEX_CLOUD_ORIGIN: cloud, CONVEX_SITE_ORIGIN: site });
+  if (host.postgres.mode === 'local') {
+    // The local server's snakeoil certificate cannot be verified: see POSTGRES_URL in secret.ts.
+    backend.environment.DO_NOT_REQUIRE_SSL = 'true';
+  } else if (host.postgres.ca_file) {
+    backend.volumes.push(`${PG_CA_PATH(host)}:/convex/pg-ca.pem:ro`);
+    backend.environment.PG_CA_FILE = '/convex/pg-ca.pem';
+  }
+  dashboard.image = host.dashboard_image;
+  dashboard.ports = [`${bind}:6791:6791`];
+  dashboard.environment.NEXT_PUBLIC_DEPLOYMENT_URL = cloud;
+  doc.networks.default.name = CONVEX_NETWORK;
+  return `# ${MANAGED_MARKER} from files/docker-compose.yml and the inventory: edit those, not this file.\n${YAML.stringify(doc, { lineWidth: 0 })}`;
+}
+
+export const compose: Step = {
+  name: 'compose',
+  facts: host => [fileFact(composePath(host))],
+  async run(ctx) {
+    await ensureFile(ctx, { path: composePath(ctx.host), content: renderCompose(ctx.host), mode: '644', label: 'docker-compose.yml' });
+    return `docker-compose.yml pins ${ctx.host.backend_image.split('/').pop()} and ${ctx.host.dashboard_image.split('/').pop()}`;
+  },
+};

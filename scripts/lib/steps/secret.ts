@@ -1,0 +1,144 @@
+// <root>/.env: INSTANCE_SECRET (generated once, never rotated), the local PostgreSQL password,
+// the POSTGRES_URL built from them, and later the admin key. Mode 0600, owned by root. Values an
+// earlier install already has are kept — adopting the guide's manual install keeps its secret.
+import { randomBytes } from 'node:crypto';
+import type { Host } from '../inventory.ts';
+import type { Fact, Step, StepContext } from '../step.ts';
+import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
+import { registerSecret } from '../redact.ts';
+import { sh } from '../shell.ts';
+import YAML from 'yaml';
+
+export const envPath = (host: Host) => `${host.root}/.env`;
+/** Where the backend keeps the secret it generated itself when none was given. */
+const credentialsSecret = (host: Host) => `${host.volume}/data/credentials/instance_secret`;
+
+/** The keys convex-ops owns, in the order they are written; other keys are kept after them. */
+const OWN_KEYS = ['COMPOSE_PROJECT_NAME', 'INSTANCE_SECRET', 'POSTGRES_PASSWORD', 'POSTGRES_URL', 'CONVEX_ADMIN_KEY'];
+const SECRET_KEYS = ['INSTANCE_SECRET', 'POSTGRES_PASSWORD', 'POSTGRES_URL', 'CONVEX_ADMIN_KEY'];
+
+export type EnvValues = Map<string, string>;
+
+export function parseEnv(text: string): EnvValues {
+  const values: EnvValues = new Map();
+  for (const line of text.split('\n')) {
+    const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
+    if (!match) continue;
+    let value = match[2]!;
+    if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
+    values.set(match[1]!, value);
+  }
+  for (const key of SECRET_KEYS) registerSecret(values.get(key));
+  return values;
+}
+
+export function renderEnv(values: EnvValues): string {
+  const keys = [...OWN_KEYS.filter(k => values.has(k)), ...[...values.keys()].filter(k => !OWN_KEYS.includes(k))];
+  return `# ${MANAGED_MARKER}. Secrets: keep this file mode 0600 and out of backups you share.\n# INSTANCE_SECRET must never change: every admin key derives from it.\n${keys.map(k => `${k}=${values.get(k)}`).join('\n')}\n`;
+}
+
+export async function readEnv(ctx: StepContext): Promise<EnvValues> {
+  const state = await ctx.fact(fileFact(envPath(ctx.host)));
+  return state.kind === 'file' ? parseEnv(state.content) : new Map();
+}
+
+const adoptedSecret = (host: Host): Fact<string | undefined> => ({
+  key: `credentials-secret:${host.volume}`,
+  command: sh`cat ${credentialsSecret(host)}`,
+  parse: out => {
+    const secret = out.trim();
+    registerSecret(secret);
+    return /^[0-9a-f]{64}$/.test(secret) ? secret : undefined;
+  },
+});
+
+/** A password of 40 characters from [A-Za-z0-9]: no character that a URL or shell would mangle. */
+function generatePassword(): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  const out: string[] = [];
+  while (out.length < 40) {
+    for (const byte of randomBytes(64)) if (byte < 248 && out.length < 40) out.push(alphabet[byte % 62]!);
+  }
+  return out.join('');
+}
+
+/** RFC 3986 unreserved characters only, so the password survives any URL parser and compose's .env. */
+function encodeUserinfo(value: string): string {
+  return encodeURIComponent(value).replace(/[!'()*]/g, c => '%' + c.charCodeAt(0).toString(16).toUpperCase());
+}
+
+/** POSTGRES_URL as Convex wants it: no database name (Convex picks it from INSTANCE_NAME). */
+export function postgresUrl(host: Host, password: string): string {
+  const user = encodeUserinfo(host.postgres.user);
+  if (host.postgres.mode === 'local') {
+    // Debian's PostgreSQL offers TLS with a snakeoil certificate that the backend's verifier
+    // rejects; on the droplet's own bridge TLS buys nothing, so it is off (with DO_NOT_REQUIRE_SSL).
+    return `postgresql://${user}:${encodeUserinfo(password)}@host.docker.internal:5432?sslmode=disable`;
+  }
+  const url = new URL(host.postgres.url!);
+  return `${url.protocol}//${user}:${encodeUserinfo(password)}@${url.host}${url.search}`;
+}
+
+export const composePath = (host: Host) => `${host.root}/docker-compose.yml`;
+
+/**
+ * The guide's manual install keeps the database password inside its hand-written compose file.
+ * Adopting that install means keeping that password: the role may be shared with another app.
+ */
+export function passwordFromCompose(host: Host, composeText: string | undefined): string | undefined {
+  if (!composeText) return undefined;
+  try {
+    const doc = YAML.parse(composeText) as { services?: Record<string, { environment?: string[] | Record<string, string> }> };
+    for (const service of Object.values(doc?.services ?? {})) {
+      const env = service.environment;
+      const entries = Array.isArray(env) ? env.map(e => e.split(/=(.*)/s).slice(0, 2)) : Object.entries(env ?? {});
+      const url = entries.find(([k]) => k === 'POSTGRES_URL')?.[1];
+      if (!url || url.includes('${')) continue;
+      const parsed = new URL(url);
+      if (decodeURIComponent(parsed.username) === host.postgres.user && parsed.password) {
+        const password = decodeURIComponent(parsed.password);
+        registerSecret(password);
+        return password;
+      }
+    }
+  } catch {
+    // Not YAML we understand: nothing to adopt, and the compose step will replace it.
+  }
+  return undefined;
+}
+
+export function wantedEnv(host: Host, current: EnvValues, adopted: string | undefined, composePassword?: string): EnvValues {
+  const values = new Map(current);
+  values.set('COMPOSE_PROJECT_NAME', values.get('COMPOSE_PROJECT_NAME') ?? 'convex');
+  if (!values.get('INSTANCE_SECRET')) values.set('INSTANCE_SECRET', adopted ?? randomBytes(32).toString('hex'));
+  let password: string;
+  if (host.postgres.mode === 'local') {
+    password = values.get('POSTGRES_PASSWORD') || composePassword || generatePassword();
+    values.set('POSTGRES_PASSWORD', password);
+  } else {
+    password = process.env[host.postgres.password_env!]!;
+    values.delete('POSTGRES_PASSWORD');
+  }
+  values.set('POSTGRES_URL', postgresUrl(host, password));
+  for (const key of SECRET_KEYS) registerSecret(values.get(key));
+  return values;
+}
+
+export async function writeEnv(ctx: StepContext, values: EnvValues): Promise<boolean> {
+  return ensureFile(ctx, { path: envPath(ctx.host), content: renderEnv(values), mode: '600', secret: true, label: '.env' });
+}
+
+export const secret: Step = {
+  name: 'secret',
+  facts: host => [fileFact(envPath(host)), adoptedSecret(host), fileFact(composePath(host))],
+  async run(ctx) {
+    const current = await readEnv(ctx);
+    const adopted = current.get('INSTANCE_SECRET') ? undefined : await ctx.fact(adoptedSecret(ctx.host));
+    const compose = await ctx.fact(fileFact(composePath(ctx.host)));
+    const composePassword = compose.kind === 'file' && !current.get('POSTGRES_PASSWORD') ? passwordFromCompose(ctx.host, compose.content) : undefined;
+    const wanted = wantedEnv(ctx.host, current, adopted, composePassword);
+    if (!current.get('INSTANCE_SECRET')) ctx.changes.push(adopted ? 'adopt the INSTANCE_SECRET the backend generated' : 'generate INSTANCE_SECRET');
+    await writeEnv(ctx, wanted);
+    return 'INSTANCE_SECRET and database credentials in place (mode 0600)';
+  },
+};

@@ -1,0 +1,60 @@
+// Facts and commands about the droplet's operating system: packages, the init system, services.
+// Real droplets run systemd; the test fleet (and some containers) do not, so both are supported
+// by asking PID 1 at the moment a service is touched.
+import pRetry from 'p-retry';
+import type { Fact, StepContext } from './step.ts';
+import { sh } from './shell.ts';
+
+/** Every package any step may ask about, read in one dpkg query. */
+const KNOWN_PACKAGES = [
+  'docker.io', 'docker-ce', 'docker-compose', 'docker-compose-v2', 'docker-compose-plugin',
+  'postgresql', 'postgresql-client', 'nginx', 'certbot', 'ufw', 'iptables', 'curl', 'ca-certificates', 'cron', 'openssl',
+];
+
+export const installedPackages: Fact<Set<string>> = {
+  key: 'packages',
+  command: sh`dpkg-query -W -f='\${Package} \${db:Status-Status}\\n' ${KNOWN_PACKAGES}`,
+  parse: out => new Set(out.split('\n').filter(l => l.endsWith(' installed')).map(l => l.split(' ')[0]!)),
+};
+
+export const initSystem: Fact<'systemd' | 'other'> = {
+  key: 'init',
+  command: 'cat /proc/1/comm',
+  parse: out => (out.trim() === 'systemd' ? 'systemd' : 'other'),
+};
+
+/** A shell snippet that starts/restarts/reloads a service under systemd or SysV `service`. */
+export function serviceScript(service: string, action: 'start' | 'restart' | 'reload' | 'enable-start'): string {
+  const systemd = action === 'enable-start' ? sh`systemctl enable --now ${service}` : sh`systemctl ${action} ${service}`;
+  const sysv = sh`service ${service} ${action === 'enable-start' ? 'start' : action}`;
+  return `if [ "$(cat /proc/1/comm)" = systemd ]; then ${systemd}; else ${sysv}; fi`;
+}
+
+const TRANSIENT_APT = /Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch|Could not get lock/;
+
+/**
+ * Installs what is missing (and nothing else), non-interactively. The dpkg lock is waited for
+ * by apt itself; network hiccups are retried with backoff; a real failure is not.
+ */
+export async function aptInstall(ctx: StepContext, packages: string[]): Promise<void> {
+  const script = [
+    'set -e',
+    `apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`,
+    'apt_get update',
+    sh`apt_get install --no-install-recommends ${packages}`,
+  ].join('\n');
+  await pRetry(() => ctx.run(script, `apt-get install ${packages.join(' ')}`, { onOutput: chunk => ctx.progress(chunk) }), {
+    retries: 3,
+    minTimeout: 2000,
+    shouldRetry: ({ error }) => TRANSIENT_APT.test(error.message),
+  });
+}
+
+/** Ensures packages are installed; returns whether anything was missing. */
+export async function ensurePackages(ctx: StepContext, packages: string[]): Promise<boolean> {
+  const installed = await ctx.fact(installedPackages);
+  const missing = packages.filter(p => !installed.has(p));
+  if (missing.length === 0) return false;
+  await ctx.change(`install ${missing.join(', ')}`, () => aptInstall(ctx, missing));
+  return true;
+}
