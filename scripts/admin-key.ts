@@ -1,6 +1,6 @@
 #!/usr/bin/env zx
 import { play } from './lib/play.ts';
-import { adminKeyStep } from './lib/install.ts';
+import { adminKeyStep } from './lib/plays.ts';
 
 await play({
   script: 'admin-key',

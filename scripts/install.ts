@@ -2,7 +2,7 @@
 // From a bare droplet to a running Convex backend: directories, docker, secret, postgres,
 // compose, up, admin-key, then the checks.
 import { play } from './lib/play.ts';
-import { installSteps } from './lib/install.ts';
+import { installSteps } from './lib/plays.ts';
 import { installChecks } from '../checks/index.ts';
 
 await play({

@@ -135,13 +135,20 @@ export const pendingHandlers: Fact<string[]> = {
 const BEGIN = '@@convex-ops-fact-begin';
 const END = '@@convex-ops-fact-end';
 
-/** Runs many facts as one remote command; each section is delimited and parsed on its own. */
+/**
+ * Runs many facts as one remote command. They run concurrently on the host (each into its own
+ * temporary file), then print in order, each section delimited and parsed on its own.
+ */
 export async function gatherFacts(conn: Connection, facts: Array<Fact<unknown>>, into: Map<string, unknown>): Promise<void> {
   const unique = [...new Map(facts.map(f => [f.key, f])).values()];
   if (unique.length === 0) return;
-  const script = unique
-    .map((f, i) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?"`)
-    .join('\n');
+  const script = [
+    'd=$(mktemp -d) || exit 1',
+    `trap 'rm -rf "$d"' EXIT`,
+    ...unique.map((f, i) => `( ( ${f.command}\n) >"$d/${i}" 2>/dev/null; echo $? >"$d/${i}.rc" ) &`),
+    'wait',
+    ...unique.map((_, i) => `printf '%s\\n' '${BEGIN} ${i}'; cat "$d/${i}"; printf '\\n%s %s\\n' '${END} ${i}' "$(cat "$d/${i}.rc")"`),
+  ].join('\n');
   const { stdout } = await conn.run(script, 'read state');
   for (const [i, fact] of unique.entries()) {
     const start = stdout.indexOf(`${BEGIN} ${i}\n`);

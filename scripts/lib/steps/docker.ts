@@ -15,7 +15,7 @@ export const dockerState: Fact<DockerState> = {
   ].join('; '),
   parse: out => ({
     cli: out.includes('cli'),
-    running: out.includes('running '),
+    running: /running \d/.test(out),
     compose: out.includes('compose-v2') ? 'v2' : out.includes('compose-v1') ? 'v1' : 'none',
   }),
 };

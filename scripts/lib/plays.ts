@@ -1,4 +1,4 @@
-// The base install, in order: what scripts/install.ts runs and what all.ts starts with.
+// Which steps each runbook runs, in order: the base install (scripts/install.ts), and what all.ts adds.
 import type { Host } from './inventory.ts';
 import type { RunInfo } from './play.ts';
 import type { Step } from './step.ts';
