@@ -1,0 +1,92 @@
+// Planning helpers of the steps, as data: state in, wanted state out. No host involved.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import YAML from 'yaml';
+import type { Host } from '../../scripts/lib/inventory.ts';
+import { scramVerifier, verifierMatches, withHbaBlock } from '../../scripts/lib/steps/postgres.ts';
+import { parseEnv, passwordFromCompose, postgresUrl, renderEnv, wantedEnv } from '../../scripts/lib/steps/secret.ts';
+import { renderCompose } from '../../scripts/lib/steps/compose.ts';
+import { composeInputsHash } from '../../scripts/lib/steps/up.ts';
+import { quote, sh } from '../../scripts/lib/shell.ts';
+import { redact, registerSecret } from '../../scripts/lib/redact.ts';
+
+const host: Host = {
+  name: 'dev', address: '10.0.0.1', port: 22, user: 'root', known_hosts: '/k', volume: '/mnt/v', root: '/opt/convex',
+  instance_name: 'swarm-dev', backend_image: 'r/convex-backend:1', dashboard_image: 'r/convex-dashboard:1', bind_address: '0.0.0.0',
+  dashboard_allow: [], firewall: false, acme: { directory: 'https://acme' }, postgres: { mode: 'local', user: 'convex' }, backup: { keep: 3 },
+};
+
+test('the pg_hba block is appended once and then replaced in place; other lines stay', () => {
+  const original = 'local all postgres peer\nhost all all 127.0.0.1/32 scram-sha-256\n';
+  const once = withHbaBlock(original, host, ['172.17.0.0/16']);
+  assert.ok(once.startsWith(original));
+  assert.match(once, /^host {4}swarm_dev {4}convex {4}172\.17\.0\.0\/16 {4}scram-sha-256$/m);
+  assert.equal(withHbaBlock(once, host, ['172.17.0.0/16']), once);
+  const twice = withHbaBlock(once, host, ['172.17.0.0/16', '172.18.0.0/16']);
+  assert.equal(twice.split('BEGIN Managed by convex-ops').length, 2);
+  assert.match(twice, /172\.18\.0\.0\/16/);
+});
+
+test('SCRAM verifiers are made and checked without logging in', () => {
+  const verifier = scramVerifier('correct horse');
+  assert.ok(verifierMatches(verifier, 'convex', 'correct horse'));
+  assert.ok(!verifierMatches(verifier, 'convex', 'wrong'));
+  const md5 = 'md5' + createHash('md5').update('secretconvex').digest('hex');
+  assert.ok(verifierMatches(md5, 'convex', 'secret'), 'legacy md5 verifiers are understood too');
+});
+
+test('.env keeps INSTANCE_SECRET and other keys; passwords are URL-encoded in POSTGRES_URL', () => {
+  const current = parseEnv('INSTANCE_SECRET=' + 'f'.repeat(64) + '\nMY_OWN=1\n');
+  const wanted = wantedEnv(host, current, undefined);
+  assert.equal(wanted.get('INSTANCE_SECRET'), 'f'.repeat(64));
+  assert.equal(wanted.get('MY_OWN'), '1');
+  assert.match(wanted.get('POSTGRES_PASSWORD')!, /^[A-Za-z0-9]{40}$/);
+  assert.deepEqual(parseEnv(renderEnv(wanted)), wanted);
+  const fresh = wantedEnv(host, new Map(), undefined);
+  assert.match(fresh.get('INSTANCE_SECRET')!, /^[0-9a-f]{64}$/);
+  assert.equal(wantedEnv(host, new Map(), 'e'.repeat(64)).get('INSTANCE_SECRET'), 'e'.repeat(64), 'the backend-generated secret is adopted');
+  const external: Host = { ...host, postgres: { mode: 'external', user: 'convex', url: 'postgresql://db.example.com:25060?sslmode=require', password_env: 'X' } };
+  const url = new URL(postgresUrl(external, "p@ss:w/rd%#?'!"));
+  assert.equal(decodeURIComponent(url.password), "p@ss:w/rd%#?'!");
+  assert.equal(url.pathname, '');
+  assert.equal(url.search, '?sslmode=require');
+  assert.match(postgresUrl(host, 'abc'), /^postgresql:\/\/convex:abc@host\.docker\.internal:5432\?sslmode=disable$/);
+});
+
+test("the guide's compose file gives its database password to adopt", () => {
+  const guide = 'services:\n  backend:\n    environment:\n      - POSTGRES_URL=postgresql://swarm:convexpass123@host.docker.internal:5432?sslmode=disable\n';
+  assert.equal(passwordFromCompose({ ...host, postgres: { mode: 'local', user: 'swarm' } }, guide), 'convexpass123');
+  assert.equal(passwordFromCompose(host, guide), undefined, 'another role: nothing to adopt');
+  assert.equal(passwordFromCompose(host, ': not yaml ['), undefined);
+});
+
+test('compose: pinned images, loopback ports and https origins with domains, no secret inline', () => {
+  const plain = YAML.parse(renderCompose(host));
+  assert.equal(plain.services.backend.image, 'r/convex-backend:1');
+  assert.deepEqual(plain.services.backend.ports, ['0.0.0.0:3210:3210', '0.0.0.0:3211:3211']);
+  assert.equal(plain.services.backend.environment.CONVEX_CLOUD_ORIGIN, 'http://10.0.0.1:3210');
+  assert.equal(plain.services.backend.environment.INSTANCE_SECRET, '${INSTANCE_SECRET}');
+  assert.equal(plain.services.backend.environment.DO_NOT_REQUIRE_SSL, 'true');
+  assert.deepEqual(plain.services.backend.volumes, ['/mnt/v/data:/convex/data']);
+  const withDomains = YAML.parse(renderCompose({ ...host, bind_address: '127.0.0.1', domains: { api: 'api.x.com', site: 'x.com', dashboard: 'dash.x.com' } }));
+  assert.deepEqual(withDomains.services.dashboard.ports, ['127.0.0.1:6791:6791']);
+  assert.equal(withDomains.services.backend.environment.CONVEX_SITE_ORIGIN, 'https://x.com');
+  assert.equal(withDomains.services.dashboard.environment.NEXT_PUBLIC_DEPLOYMENT_URL, 'https://api.x.com');
+});
+
+test('containers are recreated only when compose or the .env values it uses change', () => {
+  const compose = 'x: ${INSTANCE_SECRET} ${POSTGRES_URL}';
+  const base = composeInputsHash(compose, 'INSTANCE_SECRET=a\nPOSTGRES_URL=b\n');
+  assert.equal(composeInputsHash(compose, 'INSTANCE_SECRET=a\nPOSTGRES_URL=b\nCONVEX_ADMIN_KEY=k\n'), base);
+  assert.notEqual(composeInputsHash(compose, 'INSTANCE_SECRET=a\nPOSTGRES_URL=c\n'), base);
+  assert.notEqual(composeInputsHash(compose + ' ', 'INSTANCE_SECRET=a\nPOSTGRES_URL=b\n'), base);
+});
+
+test('remote quoting and redaction', () => {
+  assert.equal(quote('/opt/convex'), '/opt/convex');
+  assert.equal(quote("it's $HOME"), `'it'\\''s $HOME'`);
+  assert.equal(sh`ls ${['a b', 'c']} ${"x'y"}`, `ls 'a b' c 'x'\\''y'`);
+  registerSecret('s3cr3t/value');
+  assert.equal(redact('url=s3cr3t%2Fvalue and s3cr3t/value'), 'url=******** and ********');
+});
