@@ -13,8 +13,7 @@ export interface Check {
   verdict: (output: string, exitCode: number, host: Host) => string | undefined;
 }
 
-export async function runChecks(conn: Connection, checks: Check[]): Promise<StepResult[]> {
-  const host = conn.host;
+export async function runChecks(conn: Connection, checks: Check[], host: Host = conn.host): Promise<StepResult[]> {
   const applicable = checks.filter(c => c.appliesTo?.(host) ?? true);
   const started = Date.now();
   const facts: Array<Fact<string | undefined>> = applicable.map(c => ({

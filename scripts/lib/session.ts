@@ -10,6 +10,14 @@ import { runChecks } from './check.ts';
 import type { HostRun, Reporter } from './report.ts';
 import { redact } from './redact.ts';
 
+/** One phase of a run on the session's host, e.g. a promotion's converge and its rollback. */
+export interface PhaseOptions {
+  /** The host as this phase sees it (e.g. with other images); default the session's host. */
+  host?: Host;
+  /** Run even though an earlier phase of this session failed (a rollback). */
+  afterFailure?: boolean;
+}
+
 export interface SessionOptions {
   check: boolean;
   acceptNew: boolean;
@@ -53,17 +61,18 @@ export class HostSession {
   }
 
   /** Runs steps in order, stopping at the first failure. Facts for all of them are read at once. */
-  async run(steps: Step[]): Promise<boolean> {
-    if (!this.conn || this.failed) return false;
+  async run(steps: Step[], phase: PhaseOptions = {}): Promise<boolean> {
+    if (!this.conn || (this.failed && !phase.afterFailure)) return false;
     const conn = this.conn;
+    const host = phase.host ?? this.host;
     const prefetch = await this.record('read state', async () => {
-      await gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(this.host) ?? [])], this.cache);
+      await gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? [])], this.cache);
       return '';
     }, { quiet: true });
     if (!prefetch) return false;
     for (const step of steps) {
       const ctx = new StepContext({
-        host: this.host,
+        host,
         conn,
         check: this.options.check,
         memo: this.memo,
@@ -80,17 +89,19 @@ export class HostSession {
     return true;
   }
 
-  async checks(checks: Check[]): Promise<boolean> {
-    if (!this.conn || this.failed) return false;
+  /** Runs the checks; returns whether all of them passed. */
+  async checks(checks: Check[], phase: PhaseOptions = {}): Promise<boolean> {
+    if (!this.conn || (this.failed && !phase.afterFailure)) return false;
     const conn = this.conn;
     const started = Date.now();
+    const before = this.results.length;
     try {
-      const results = await runChecks(conn, checks);
+      const results = await runChecks(conn, checks, phase.host);
       for (const result of results) this.report(result);
     } catch (error) {
       this.report({ step: 'checks', status: 'failed', detail: redact((error as Error).message), changes: [], diffs: [], seconds: (Date.now() - started) / 1000 });
     }
-    return !this.failed;
+    return !this.results.slice(before).some(r => r.status === 'failed');
   }
 
   /** Runs one unit of work and records its result; returns false when it failed. */
