@@ -30,23 +30,35 @@ export function serviceScript(service: string, action: 'start' | 'restart' | 're
   return `if [ "$(cat /proc/1/comm)" = systemd ]; then ${systemd}; else ${sysv}; fi`;
 }
 
-const TRANSIENT_APT = /Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch|Could not get lock/;
+const TRANSIENT_APT = /Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch/;
+/** Another apt or dpkg holds a lock apt does not wait for (DPkg::Lock::Timeout covers only dpkg's). */
+const APT_LOCKED = /Could not get lock|Unable to lock|locked by another process/;
 
 /**
- * Installs what is missing (and nothing else), non-interactively. The dpkg lock is waited for
- * by apt itself; network hiccups are retried with backoff; a real failure is not.
+ * Installs what is missing (and nothing else), non-interactively. An entry "a|b|c" installs the
+ * first of those the distribution has. The dpkg lock is waited for by apt itself; network
+ * hiccups are retried with backoff; a real failure is not.
  */
 export async function aptInstall(ctx: StepContext, packages: string[]): Promise<void> {
   const script = [
     'set -e',
     `apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`,
     'apt_get update',
-    sh`apt_get install --no-install-recommends ${packages}`,
+    'wanted=""',
+    `for entry in ${sh`${packages}`}; do`,
+    '  pick=""',
+    `  for p in $(echo "$entry" | tr '|' ' '); do`,
+    `    if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then pick=$p; break; fi`,
+    '  done',
+    `  [ -n "$pick" ] || { echo "no package among $entry is available from apt on this host" >&2; exit 100; }`,
+    '  wanted="$wanted $pick"',
+    'done',
+    'apt_get install --no-install-recommends $wanted',
   ].join('\n');
   await pRetry(() => ctx.run(script, `apt-get install ${packages.join(' ')}`, { onOutput: chunk => ctx.progress(chunk) }), {
-    retries: 3,
+    retries: 6,
     minTimeout: 2000,
-    shouldRetry: ({ error }) => TRANSIENT_APT.test(error.message),
+    shouldRetry: ({ error }) => TRANSIENT_APT.test(error.message) || APT_LOCKED.test(error.message),
   });
 }
 

@@ -73,19 +73,10 @@ export const docker: Step = {
     if (!state.cli) wanted.push('docker.io');
     if (!packages.has('curl')) wanted.push('curl');
     if (!packages.has('ca-certificates')) wanted.push('ca-certificates');
-    if (state.compose === 'none') wanted.push('$COMPOSE');
+    // Compose: the v2 plugin where the distribution packages it, else v1 (Debian 12).
+    if (state.compose === 'none') wanted.push('docker-compose-v2|docker-compose-plugin|docker-compose');
     if (wanted.length) {
-      const label = wanted.map(p => (p === '$COMPOSE' ? 'docker compose' : p)).join(', ');
-      await ctx.change(`install ${label}`, async () => {
-        // Pick the Compose package the distribution has: the v2 plugin where it exists, else v1.
-        const pick = await ctx.run(
-          `apt-get -q update >/dev/null 2>&1; for p in docker-compose-v2 docker-compose-plugin docker-compose; do if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then echo "$p"; break; fi; done`,
-          'find the compose package',
-        );
-        const compose = pick.stdout.trim();
-        if (wanted.includes('$COMPOSE') && !compose) throw new Error('no Docker Compose package is available from apt on this host; install docker-compose-plugin from Docker\'s repository.');
-        await aptInstall(ctx, wanted.map(p => (p === '$COMPOSE' ? compose : p)));
-      });
+      await ctx.change(`install ${wanted.map(p => p.split('|')[0]).join(', ')}`, () => aptInstall(ctx, wanted));
       state = await ctx.fact(dockerState);
     }
     if (!state.running) {
