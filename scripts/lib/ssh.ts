@@ -35,6 +35,8 @@ const TRANSIENT = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|EPIPE|Timed ou
 export class Connection {
   readonly host: Host;
   commands = 0;
+  /** The connection dropped (reset, timeout, the droplet went away). */
+  lost = false;
   private readonly ssh = new NodeSSH();
 
   private constructor(host: Host) {
@@ -49,6 +51,10 @@ export class Connection {
       maxTimeout: 4000,
       shouldRetry: ({ error }) => TRANSIENT.test(error.message),
     });
+    // A socket error after the handshake (a reset, a dead peer) would otherwise be an unhandled
+    // 'error' event that kills the whole run; the command in flight fails instead, for this host only.
+    connection.ssh.connection?.on('error', () => {});
+    connection.ssh.connection?.on('close', () => (connection.lost = true));
     return connection;
   }
 
@@ -125,6 +131,7 @@ export class Connection {
         onStderr: opts.onOutput ? chunk => opts.onOutput!(chunk.toString()) : undefined,
       });
       result = { code: response.code ?? 255, stdout: response.stdout, stderr: response.stderr };
+      if (response.code === null && this.lost) throw new Error('the connection closed');
     } catch (error) {
       throw new ConnectionError(redact(`${this.host.name}: connection lost during "${what}": ${(error as Error).message}. Run again: every step is safe to repeat.`));
     }
