@@ -1,0 +1,136 @@
+// Droplets: containers from the droplet image on the fleet network, with sshd as the main
+// process and their own Docker engine possible (the Convex backend runs in Docker on them).
+import net from 'node:net';
+import { FLEET_LABEL, aptArchivesDir, fleetPrefix } from './paths.ts';
+import { docker, dockerOut, waitFor } from './proc.ts';
+import { readHostKeys } from './keys.ts';
+
+export type DropletUser = 'root' | 'deploy';
+
+export interface DropletSpec {
+  /** Hostname, DNS alias <name>.test, inventory host name. Lowercase letters, digits, dashes. */
+  name: string;
+  /** The ssh user the inventory gives this droplet; "deploy" goes through sudo. Default root. */
+  user?: DropletUser;
+  /** Give it api.<name>.test, <name>.test and dashboard.<name>.test, and ACME settings. */
+  domains?: boolean;
+  /** Inventory `promote_from` for this host. */
+  promoteFrom?: string;
+  /** Mount a volume at /mnt/convex_<name>, like an attached DigitalOcean volume. Default true. */
+  volume?: boolean;
+}
+
+export interface Droplet {
+  name: string;
+  /** Docker container name, cxo-<fleet>-<name>. */
+  container: string;
+  /** Address on the fleet network; the host reaches it directly. */
+  ip: string;
+  user: DropletUser;
+  /** DNS names other fleet containers resolve to this droplet. */
+  aliases: string[];
+  /** The data volume's mount point, or undefined when the droplet has none. */
+  volumePath: string | undefined;
+  /** "ssh-ed25519 AAAA..." etc., ed25519 first. */
+  hostKeys: string[];
+}
+
+export const dropletContainer = (fleetName: string, droplet: string): string => `${fleetPrefix(fleetName)}-${droplet}`;
+export const volumePathFor = (droplet: string): string => `/mnt/convex_${droplet}`;
+
+export function domainsFor(droplet: string): { api: string; site: string; dashboard: string } {
+  return { api: `api.${droplet}.test`, site: `${droplet}.test`, dashboard: `dashboard.${droplet}.test` };
+}
+
+export function aliasesFor(spec: DropletSpec): string[] {
+  const aliases = [`${spec.name}.test`];
+  if (spec.domains) {
+    const domains = domainsFor(spec.name);
+    aliases.push(domains.api, domains.dashboard); // domains.site is <name>.test already
+  }
+  return aliases;
+}
+
+/** Options that let a container run its own dockerd. `--privileged` fails on these hosts
+ * ("unable to apply caps": CAP_SYS_RESOURCE is not in the bounding set). */
+export const NESTED_DOCKER_OPTIONS = [
+  '--cap-add', 'ALL',
+  '--cap-drop', 'SYS_RESOURCE',
+  '--security-opt', 'seccomp=unconfined',
+  '--security-opt', 'apparmor=unconfined',
+  '--device-cgroup-rule', 'a *:* rwm',
+  '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw',
+  // Docker's tmpfs defaults to noexec; a real droplet's /tmp and /run are not.
+  '--tmpfs', '/run:rw,exec,nosuid,nodev,mode=755',
+  '--tmpfs', '/tmp:rw,exec,nosuid,nodev,mode=1777',
+];
+
+async function createVolume(fleetName: string, name: string): Promise<string> {
+  await docker(['volume', 'create', '--label', `${FLEET_LABEL}=${fleetName}`, name]);
+  return name;
+}
+
+export async function startDroplet(opts: {
+  fleetName: string;
+  network: string;
+  image: string;
+  authorizedKey: string;
+  spec: DropletSpec;
+}): Promise<Droplet> {
+  const { fleetName, spec } = opts;
+  const container = dropletContainer(fleetName, spec.name);
+  const aliases = aliasesFor(spec);
+  const volumePath = spec.volume === false ? undefined : volumePathFor(spec.name);
+  // Named volumes: /var/lib/docker must not be on the container's overlay root, or the inner
+  // engine falls back to the slow vfs driver.
+  const dockerVolume = await createVolume(fleetName, `${container}-docker`);
+  const mounts = ['--mount', `type=volume,src=${dockerVolume},dst=/var/lib/docker`];
+  if (volumePath) {
+    mounts.push('--mount', `type=volume,src=${await createVolume(fleetName, `${container}-data`)},dst=${volumePath}`);
+  }
+  // Shared by every droplet of every fleet and run: the product's apt-get downloads each .deb
+  // once. apt's own lock serializes droplets installing at the same time.
+  mounts.push('-v', `${aptArchivesDir}:/var/cache/apt/archives`);
+  await docker([
+    'run', '--detach',
+    '--name', container,
+    '--hostname', spec.name,
+    '--label', `${FLEET_LABEL}=${fleetName}`,
+    '--label', `convex-ops.droplet=${spec.name}`,
+    '--network', opts.network,
+    ...aliases.flatMap((alias) => ['--network-alias', alias]),
+    // tini as PID 1 reaps the daemons that `service X start` leaves behind.
+    '--init',
+    ...NESTED_DOCKER_OPTIONS,
+    ...mounts,
+    '--env', `FLEET_AUTHORIZED_KEY=${opts.authorizedKey}`,
+    opts.image,
+  ]);
+  const ip = await containerIp(container, opts.network);
+  const hostKeys = await readHostKeys(container);
+  await waitForPort(ip, 22, 30_000);
+  return { name: spec.name, container, ip, user: spec.user ?? 'root', aliases, volumePath, hostKeys };
+}
+
+export async function containerIp(container: string, network: string): Promise<string> {
+  const ip = await dockerOut(['inspect', '--format', `{{ (index .NetworkSettings.Networks "${network}").IPAddress }}`, container]);
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip)) throw new Error(`${container} has no address on ${network}: "${ip}"`);
+  return ip;
+}
+
+export function waitForPort(host: string, port: number, timeoutMs: number): Promise<true> {
+  return waitFor(`${host}:${port} to accept connections`, timeoutMs, () =>
+    new Promise<true | undefined>((resolve) => {
+      const socket = net.connect({ host, port, timeout: 1000 });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(undefined));
+      socket.once('timeout', () => {
+        socket.destroy();
+        resolve(undefined);
+      });
+    }),
+  );
+}
