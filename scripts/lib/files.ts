@@ -1,30 +1,48 @@
 // Files on the droplet: read (one fact per path), compared, and written atomically — a temporary
 // file in the same folder with mode and owner set, then renamed over the live one. A file that
-// convex-ops did not write is copied aside the first time it is replaced.
+// convex-ops did not write is copied aside the first time it is replaced. The temporary file is
+// checked against the content's hash before the rename, so a connection lost mid-transfer can
+// never put a truncated file in place; one left behind by a killed run is removed by the next.
 import { createHash } from 'node:crypto';
 import { dirname, basename } from 'node:path';
 import { createTwoFilesPatch } from 'diff';
 import type { Fact, StepContext } from './step.ts';
-import { sh } from './shell.ts';
+import { quote, sh } from './shell.ts';
 
 /** Every file convex-ops writes carries this marker, so a foreign file can be told apart. */
 export const MANAGED_MARKER = 'Managed by convex-ops';
 
-export type FileState =
+export type FileState = (
   | { kind: 'absent' }
   | { kind: 'file'; mode: string; owner: string; group: string; content: string }
-  | { kind: 'other'; type: string };
+  | { kind: 'other'; type: string }
+) & {
+  /** Temporary files of this path left by a run that was killed mid-write. */
+  stale?: string[];
+};
+
+/** The name prefix of the temporary files a write of `path` makes: hidden, beside it. */
+export const tempPrefix = (path: string) => `${dirname(path)}/.${basename(path)}.convex-ops.`;
 
 export function fileFact(path: string): Fact<FileState> {
   return {
     key: `file:${path}`,
-    command: sh`if [ -f ${path} ] && [ ! -L ${path} ]; then stat -c 'file %a %U %G' ${path}; cat ${path}; elif [ -e ${path} ] || [ -L ${path} ]; then stat -c 'other %F' ${path}; else echo absent; fi`,
+    command:
+      `for t in ${quote(tempPrefix(path))}??????; do [ -f "$t" ] && printf 'stale %s\\n' "$t"; done; ` +
+      sh`if [ -f ${path} ] && [ ! -L ${path} ]; then stat -c 'file %a %U %G' ${path}; cat ${path}; elif [ -e ${path} ] || [ -L ${path} ]; then stat -c 'other %F' ${path}; else echo absent; fi`,
     parse: out => {
+      const stale: string[] = [];
+      while (out.startsWith('stale ')) {
+        const end = out.indexOf('\n');
+        stale.push(out.slice(6, end));
+        out = out.slice(end + 1);
+      }
+      const extra = stale.length ? { stale } : {};
       const newline = out.indexOf('\n');
       const head = (newline < 0 ? out : out.slice(0, newline)).split(' ');
-      if (head[0] === 'file') return { kind: 'file', mode: head[1]!, owner: head[2]!, group: head[3]!, content: newline < 0 ? '' : out.slice(newline + 1) };
-      if (head[0] === 'other') return { kind: 'other', type: head.slice(1).join(' ') };
-      return { kind: 'absent' };
+      if (head[0] === 'file') return { kind: 'file', mode: head[1]!, owner: head[2]!, group: head[3]!, content: newline < 0 ? '' : out.slice(newline + 1), ...extra };
+      if (head[0] === 'other') return { kind: 'other', type: head.slice(1).join(' '), ...extra };
+      return { kind: 'absent', ...extra };
     },
   };
 }
@@ -56,6 +74,12 @@ export async function ensureFile(ctx: StepContext, want: DesiredFile): Promise<b
   const group = want.group ?? owner;
   if (state.kind === 'other') throw new Error(`${want.path} exists but is a ${state.type}, not a regular file. Move it away, then run again.`);
   const label = want.label ?? want.path;
+  if (state.stale?.length) {
+    const stale = state.stale;
+    await ctx.change(`remove ${stale.length === 1 ? 'a temporary file' : `${stale.length} temporary files`} of ${label} left by an interrupted run`, () =>
+      ctx.run(sh`rm -f ${stale}`, `remove temporary files of ${want.path}`),
+    );
+  }
   if (state.kind === 'file' && state.content === want.content) {
     if (state.mode !== want.mode.replace(/^0/, '') || state.owner !== owner || state.group !== group) {
       await ctx.change(`set ${label} to mode ${want.mode} ${owner}:${group}`, () =>
@@ -73,7 +97,13 @@ export async function ensureFile(ctx: StepContext, want: DesiredFile): Promise<b
   return true;
 }
 
-export function atomicWriteScript(want: { path: string; mode: string; owner?: string; group?: string }, keepOriginal: boolean): string {
+/**
+ * The remote side of a write: the content arrives on stdin into a temporary file in the same
+ * folder, is checked against its SHA-256 (a connection lost mid-transfer ends stdin early, and
+ * `cat` cannot tell), gets its mode and owner, and is renamed over the live file. A killed or
+ * failed write removes its temporary file; nothing else ever replaces the live one.
+ */
+export function atomicWriteScript(want: { path: string; mode: string; owner?: string; group?: string }, keepOriginal: boolean, contentSha256?: string): string {
   const owner = want.owner ?? 'root';
   const group = want.group ?? owner;
   const dir = dirname(want.path);
@@ -81,9 +111,13 @@ export function atomicWriteScript(want: { path: string; mode: string; owner?: st
   return [
     'set -e',
     sh`mkdir -p ${dir}`,
-    sh`tmp=$(mktemp ${`${dir}/.${basename(want.path)}.convex-ops.XXXXXX`})`,
+    sh`tmp=$(mktemp ${`${tempPrefix(want.path)}XXXXXX`})`,
     `trap 'rm -f "$tmp"' EXIT`,
+    `trap 'exit 129' HUP INT TERM PIPE`,
     'cat > "$tmp"',
+    contentSha256
+      ? sh`[ "$(sha256sum < "$tmp")" = ${`${contentSha256}  -`} ] || { echo ${`the content of ${want.path} arrived incomplete; the live file was not touched`} >&2; exit 1; }`
+      : ':',
     sh`chmod ${want.mode} "$tmp"`,
     sh`chown ${`${owner}:${group}`} "$tmp"`,
     keepOriginal ? sh`cp -p ${want.path} ${`${want.path}.orig-convex-ops-${stamp}`}` : ':',
@@ -93,7 +127,7 @@ export function atomicWriteScript(want: { path: string; mode: string; owner?: st
 }
 
 async function writeAtomically(ctx: StepContext, want: DesiredFile, keepOriginal: boolean): Promise<void> {
-  await ctx.run(atomicWriteScript(want, keepOriginal), `write ${want.path}`, { stdin: want.content });
+  await ctx.run(atomicWriteScript(want, keepOriginal, sha256(want.content)), `write ${want.path}`, { stdin: want.content });
 }
 
 export type PathKind = 'absent' | 'dir' | 'file' | `link:${string}` | 'other';

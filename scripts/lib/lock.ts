@@ -14,7 +14,8 @@ export async function acquireRunLock(conn: Connection, opts: { waitSeconds: numb
   const script = [
     sh`mkdir -p ${STATE_DIR} && exec 9>>${`${STATE_DIR}/lock`}`,
     sh`if ! flock -n 9; then echo "BUSY $(cat ${`${STATE_DIR}/lock.holder`} 2>/dev/null)"; flock -w ${opts.waitSeconds} 9 || { echo TIMEOUT; exit 75; }; fi`,
-    sh`printf '%s\n' ${holder} > ${`${STATE_DIR}/lock.holder`}`,
+    // Renamed into place, so a waiting run never reads a half-written holder.
+    sh`printf '%s\n' ${holder} > ${`${STATE_DIR}/.lock.holder.new`} && mv -f ${`${STATE_DIR}/.lock.holder.new`} ${`${STATE_DIR}/lock.holder`}`,
     'echo LOCKED',
     'cat >/dev/null',
   ].join('\n');

@@ -36,14 +36,35 @@ const APT_LOCKED = /Could not get lock|Unable to lock|locked by another process/
 
 /**
  * Installs what is missing (and nothing else), non-interactively. An entry "a|b|c" installs the
- * first of those the distribution has. The dpkg lock is waited for by apt itself; network
- * hiccups are retried with backoff; a real failure is not.
+ * first of those the distribution has. The dpkg lock is waited for by apt itself; the lists and
+ * archives locks, which apt does not wait for (held by unattended-upgrades, or by an apt-get a
+ * killed run left behind), and network hiccups are retried with bounded backoff; a real failure
+ * is not. The package lists are refreshed once per run, and a dpkg run that was interrupted (a
+ * run killed during an install) is finished first.
  */
 export async function aptInstall(ctx: StepContext, packages: string[]): Promise<void> {
+  const aptGet = `apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`;
+  const started = Date.now();
+  const retrying = <T>(what: string, attempt: () => Promise<T>) =>
+    pRetry(attempt, {
+      retries: 40,
+      minTimeout: 2000,
+      maxTimeout: 10_000,
+      maxRetryTime: 300_000,
+      shouldRetry: ({ error }) => TRANSIENT_APT.test(error.message) || APT_LOCKED.test(error.message),
+      onFailedAttempt: ({ error, retriesLeft }) => {
+        if (retriesLeft > 0 && APT_LOCKED.test(error.message)) ctx.progress(`${what}: apt is locked by another process; retrying (${Math.round((Date.now() - started) / 1000)}s)`);
+      },
+    });
+  if (!ctx.memo.has(APT_UPDATED)) {
+    await retrying('apt-get update', () => ctx.run(`${aptGet}\napt_get update`, 'apt-get update', { onOutput: chunk => ctx.progress(chunk) }));
+    ctx.memo.set(APT_UPDATED, true);
+  }
   const script = [
     'set -e',
-    `apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`,
-    'apt_get update',
+    aptGet,
+    // "dpkg was interrupted, you must manually run 'dpkg --configure -a'": apt refuses until then.
+    'if [ -n "$(dpkg --audit 2>/dev/null)" ] || ls /var/lib/dpkg/updates/ 2>/dev/null | grep -q .; then echo "finishing an interrupted dpkg run"; dpkg --force-confdef --force-confold --configure -a; fi',
     'wanted=""',
     `for entry in ${sh`${packages}`}; do`,
     '  pick=""',
@@ -55,12 +76,10 @@ export async function aptInstall(ctx: StepContext, packages: string[]): Promise<
     'done',
     'apt_get install --no-install-recommends $wanted',
   ].join('\n');
-  await pRetry(() => ctx.run(script, `apt-get install ${packages.join(' ')}`, { onOutput: chunk => ctx.progress(chunk) }), {
-    retries: 6,
-    minTimeout: 2000,
-    shouldRetry: ({ error }) => TRANSIENT_APT.test(error.message) || APT_LOCKED.test(error.message),
-  });
+  await retrying(`apt-get install`, () => ctx.run(script, `apt-get install ${packages.join(' ')}`, { onOutput: chunk => ctx.progress(chunk) }));
 }
+
+const APT_UPDATED = 'apt-updated';
 
 /** Ensures packages are installed; returns whether anything was missing. */
 export async function ensurePackages(ctx: StepContext, packages: string[]): Promise<boolean> {

@@ -81,12 +81,20 @@ export function scramVerifier(password: string): string {
 const HBA_BEGIN = `# BEGIN ${MANAGED_MARKER} (this block is rewritten on every run)`;
 const HBA_END = '# END convex-ops';
 
-/** pg_hba.conf with our one block (replaced in place, or appended once); every other line kept. */
+/**
+ * pg_hba.conf with our one block (replaced in place, or appended once); every other line kept.
+ * A file whose markers were damaged by hand (two blocks, or a block without its end) is refused
+ * rather than guessed at, so a second block can never be appended.
+ */
 export function withHbaBlock(current: string, host: Host, subnets: string[]): string {
   const lines = subnets.map(s => `host    ${databaseName(host)}    ${host.postgres.user}    ${s}    scram-sha-256`);
   const block = [HBA_BEGIN, '# Lets the Convex backend containers reach their database over the Docker bridge.', ...lines, HBA_END].join('\n');
   const start = current.indexOf(HBA_BEGIN);
   const end = current.indexOf(HBA_END, start);
+  const begins = current.split(HBA_BEGIN).length - 1;
+  if (begins > 1 || (start >= 0 && end < 0) || (start < 0 && current.includes(HBA_END))) {
+    throw new Error(`pg_hba.conf holds ${begins} "${HBA_BEGIN}" line(s) and ${current.split(HBA_END).length - 1} "${HBA_END}" line(s); it should hold one of each around one block. Fix it by hand, then run again.`);
+  }
   if (start >= 0 && end >= 0) return current.slice(0, start) + block + current.slice(end + HBA_END.length);
   return current.replace(/\n*$/, '\n\n') + block + '\n';
 }

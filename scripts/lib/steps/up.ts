@@ -67,7 +67,7 @@ export async function composeUp(ctx: StepContext, why: string): Promise<void> {
   await ctx.change(`start containers (${why})`, async () => {
     await ctx.run(sh`cd ${host.root} && ${compose.split(' ')} up -d`, 'compose up', { onOutput: c => ctx.progress(c) });
     await waitHealthy(ctx);
-    await ctx.run(sh`mkdir -p ${STATE_DIR} && printf '%s\n' ${hash} > ${APPLIED}`, 'record applied configuration');
+    await ctx.run(sh`mkdir -p ${STATE_DIR} && printf '%s\n' ${hash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}`, 'record applied configuration');
   });
 }
 
