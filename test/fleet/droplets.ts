@@ -1,7 +1,8 @@
 // Droplets: containers from the droplet image on the fleet network, with sshd as the main
 // process and their own Docker engine possible (the Convex backend runs in Docker on them).
 import net from 'node:net';
-import { FLEET_LABEL, aptArchivesDir, fleetPrefix } from './paths.ts';
+import { FLEET_LABEL, fleetPrefix } from './paths.ts';
+import { prepareDropletAptArchives } from './apt-cache.ts';
 import { docker, dockerOut, waitFor } from './proc.ts';
 import { readHostKeys } from './keys.ts';
 
@@ -88,9 +89,8 @@ export async function startDroplet(opts: {
   if (volumePath) {
     mounts.push('--mount', `type=volume,src=${await createVolume(fleetName, `${container}-data`)},dst=${volumePath}`);
   }
-  // Shared by every droplet of every fleet and run: the product's apt-get downloads each .deb
-  // once. apt's own lock serializes droplets installing at the same time.
-  mounts.push('-v', `${aptArchivesDir}:/var/cache/apt/archives`);
+  // Its own apt archives, pre-filled from the machine-wide cache (apt-cache.ts says why not shared).
+  mounts.push('-v', `${await prepareDropletAptArchives(fleetName, spec.name)}:/var/cache/apt/archives`);
   await docker([
     'run', '--detach',
     '--name', container,
@@ -108,7 +108,7 @@ export async function startDroplet(opts: {
   ]);
   const ip = await containerIp(container, opts.network);
   const hostKeys = await readHostKeys(container);
-  await waitForPort(ip, 22, 30_000);
+  await waitForPort(ip, 22, 60_000);
   return { name: spec.name, container, ip, user: spec.user ?? 'root', aliases, volumePath, hostKeys };
 }
 

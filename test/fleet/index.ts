@@ -15,16 +15,17 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { buildStandinImages } from '../standins/build.ts';
-import { FLEET_LABEL, aptArchivesDir, fleetDir, fleetPrefix, repoRoot } from './paths.ts';
+import { FLEET_LABEL, fleetDir, fleetPrefix, repoRoot } from './paths.ts';
 import { ensureDockerEngine } from './engine.ts';
 import { ensureBaseImage, ensureDropletImage, ensurePebbleImage, ensureRegistryImage } from './images.ts';
 import { docker, dockerOut, waitFor } from './proc.ts';
 import type { RunResult } from './proc.ts';
 import { withLock } from './lock.ts';
+import { harvestFleetAptArchives } from './apt-cache.ts';
 import { generateFleetKey, knownHostsText, readHostKeys } from './keys.ts';
 import { containerIp, startDroplet, waitForPort } from './droplets.ts';
 import type { Droplet, DropletSpec, DropletUser } from './droplets.ts';
-import { pushToRegistry, registryPushPrefix, startRegistry } from './registry.ts';
+import { pushToRegistry, registryPushPrefix, seedOrPush, startRegistry } from './registry.ts';
 import type { FleetRegistry } from './registry.ts';
 import { pebbleOrderCount, startPebble, writeAcmeCaFiles } from './pebble.ts';
 import type { FleetPebble } from './pebble.ts';
@@ -136,6 +137,8 @@ const paths = (dir: string) => ({
   acmeCaPath: path.join(dir, 'acme-ca.pem'),
   acmeIntermediatesPath: path.join(dir, 'acme-intermediates.pem'),
   statePath: path.join(dir, 'state.json'),
+  /** The fleet registry's storage (bind-mounted), removed with the fleet. */
+  registryDir: path.join(dir, 'registry'),
   logsDir: path.join(dir, 'logs'),
 });
 
@@ -159,6 +162,8 @@ export async function fleetDown(fleetName: string): Promise<void> {
   if (volumes.length > 0) await docker(['volume', 'rm', '--force', ...volumes], { allowFail: true });
   const networks = await list('network');
   if (networks.length > 0) await docker(['network', 'rm', ...networks], { allowFail: true });
+  await fs.rm(paths(fleetDir(fleetName)).registryDir, { recursive: true, force: true });
+  await harvestFleetAptArchives(fleetName);
   const left = [...(await list('volume')), ...(await list('network'))];
   if (left.length > 0) throw new Error(`fleet ${fleetName}: could not remove ${left.join(', ')}`);
 }
@@ -166,11 +171,18 @@ export async function fleetDown(fleetName: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // up
 
-async function pushStandins(baseImage: string, pushPrefix: string): Promise<void> {
-  // One builder at a time across processes: the stand-ins' local tags are shared by all fleets.
-  await withLock('standins', () =>
-    buildStandinImages({ baseImage, push: (localRef, repoAndTag) => pushToRegistry(pushPrefix, localRef, repoAndTag) }),
-  );
+/** Build (or find) the stand-ins and put them into the fleet registry as convex-backend:<tag>
+ *  and convex-dashboard:<tag>. One process at a time: the stand-ins' local tags and the registry
+ *  seeds are shared by all fleets on the machine. */
+async function provideStandins(opts: { baseImage: string; registry: FleetRegistry; registryImage: string; storageDir: string }): Promise<void> {
+  await withLock('standins', async () => {
+    const refs = await buildStandinImages({ baseImage: opts.baseImage });
+    const images = [
+      ...Object.entries(refs.backend).map(([tag, localRef]) => ({ localRef, repoAndTag: `convex-backend:${tag}` })),
+      ...Object.entries(refs.dashboard).map(([tag, localRef]) => ({ localRef, repoAndTag: `convex-dashboard:${tag}` })),
+    ];
+    await seedOrPush({ registry: opts.registry, registryImage: opts.registryImage, storageDir: opts.storageDir, images });
+  });
 }
 
 /** Wait for every promise, then throw the first failure: nothing may still be creating
@@ -196,7 +208,12 @@ export async function fleetUp(opts: FleetOptions): Promise<Fleet> {
   if (opts.reuse) {
     const reused = await tryReuse(name, opts.droplets, withPebble);
     if (reused) {
-      if (withStandins) await pushStandins(await ensureBaseImage(), reused.registryPushPrefix);
+      if (withStandins) {
+        const baseImage = await ensureBaseImage();
+        const registryImage = await ensureRegistryImage(baseImage);
+        const registry = { container: `${fleetPrefix(name)}-registry`, pushPrefix: reused.registryPushPrefix };
+        await provideStandins({ baseImage, registry, registryImage, storageDir: files.registryDir });
+      }
       return reused;
     }
   }
@@ -205,7 +222,6 @@ export async function fleetUp(opts: FleetOptions): Promise<Fleet> {
   await fleetDown(name); // whatever an earlier run of this name left behind
   await fs.rm(dir, { recursive: true, force: true });
   await fs.mkdir(dir, { recursive: true });
-  await fs.mkdir(aptArchivesDir, { recursive: true });
   const network = fleetPrefix(name);
   // FLEET_VERBOSE=1: when each part is ready, to see where a slow or stuck fleetUp spends its time.
   const step = <T>(what: string, promise: Promise<T>): Promise<T> =>
@@ -219,7 +235,8 @@ export async function fleetUp(opts: FleetOptions): Promise<Fleet> {
     await docker(['network', 'create', '--label', `${FLEET_LABEL}=${name}`, network]);
     const base = ensureBaseImage();
     const dropletImage = base.then(ensureDropletImage);
-    const registry = step('registry up', base.then(ensureRegistryImage).then((image) => startRegistry({ fleetName: name, network, image })));
+    const registryImage = base.then(ensureRegistryImage);
+    const registry = step('registry up', registryImage.then((image) => startRegistry({ fleetName: name, network, image, storageDir: files.registryDir })));
     const pebble = withPebble
       ? step('pebble up', base.then(ensurePebbleImage).then(async (image) => {
           const running = await startPebble({ fleetName: name, network, image });
@@ -232,7 +249,9 @@ export async function fleetUp(opts: FleetOptions): Promise<Fleet> {
       settleAll(opts.droplets.map((spec) => startDroplet({ fleetName: name, network, image, authorizedKey: publicKey, spec }))),
     ));
     const standins = withStandins
-      ? step('stand-ins pushed', Promise.all([base, registry]).then(([baseImage, { pushPrefix }]) => pushStandins(baseImage, pushPrefix)))
+      ? step('stand-ins in the registry', Promise.all([base, registry, registryImage]).then(([baseImage, running, image]) =>
+          provideStandins({ baseImage, registry: running, registryImage: image, storageDir: files.registryDir }),
+        ))
       : Promise.resolve();
     const [startedRegistry, startedPebble, startedDroplets] = await settleAll([registry, pebble, droplets, key, standins] as const);
 
@@ -375,7 +394,7 @@ function makeFleet(state: FleetState): Fleet {
       // SIGHUP makes sshd re-exec itself and load the new keys; open sessions stay up.
       await fleet.exec(droplet, 'rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && kill -HUP "$(cat /run/sshd.pid)"');
       const keys = await readHostKeys(target.container);
-      await waitForPort(target.ip, 22, 15_000);
+      await waitForPort(target.ip, 22, 60_000);
       return keys;
     },
 

@@ -2,7 +2,7 @@
 // and the droplets' own host keys in the fleet's known_hosts file.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { commandExists, docker, run, waitFor } from './proc.ts';
+import { GiveUp, commandExists, docker, run, waitFor } from './proc.ts';
 
 export interface FleetKey {
   identityPath: string;
@@ -30,11 +30,16 @@ export async function generateFleetKey(dir: string, comment: string, dropletImag
 }
 
 /** A droplet's host public keys ("ssh-ed25519 AAAA..."), ed25519 first, once sshd made them. */
-export async function readHostKeys(container: string, timeoutMs = 30_000): Promise<string[]> {
+export async function readHostKeys(container: string, timeoutMs = 120_000): Promise<string[]> {
+  // ssh-keygen -A makes RSA, ECDSA, then ED25519 (each written whole), so all three exist once
+  // the ED25519 one does.
   const script = 'test -s /etc/ssh/ssh_host_ed25519_key.pub && cat /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ecdsa_key.pub /etc/ssh/ssh_host_rsa_key.pub';
   return waitFor(`host keys of ${container}`, timeoutMs, async () => {
     const result = await docker(['exec', container, 'sh', '-c', script], { allowFail: true });
-    if (result.code !== 0) return undefined;
+    if (result.code !== 0) {
+      await failIfExited(container);
+      return undefined;
+    }
     // Drop the comment (root@<hostname>): known_hosts lines are "<host> <type> <key>".
     return result.stdout
       .split('\n')
@@ -46,4 +51,13 @@ export async function readHostKeys(container: string, timeoutMs = 30_000): Promi
 /** OpenSSH known_hosts text: one "<ip> <type> <base64>" line per host key. */
 export function knownHostsText(hosts: Array<{ address: string; hostKeys: string[] }>): string {
   return hosts.flatMap((host) => host.hostKeys.map((key) => `${host.address} ${key}\n`)).join('');
+}
+
+/** Stop waiting for a container that has exited, with the end of its log. */
+export async function failIfExited(container: string): Promise<void> {
+  const state = await docker(['inspect', '--format', '{{.State.Status}} {{.State.ExitCode}}', container], { allowFail: true });
+  const status = state.stdout.trim();
+  if (state.code === 0 && status.startsWith('running')) return;
+  const logs = await docker(['logs', '--tail', '20', container], { allowFail: true });
+  throw new GiveUp(`${container} is not running (${status || state.stderr.trim()}):\n${logs.stdout}${logs.stderr}`);
 }

@@ -54,7 +54,7 @@ export async function startPebble(opts: { fleetName: string; network: string; im
  */
 export async function writeAcmeCaFiles(pebble: FleetPebble, caPath: string, intermediatesPath: string): Promise<void> {
   const httpsCa = await dockerOut(['exec', pebble.container, 'cat', PEBBLE_HTTPS_CA_PATH]);
-  await waitFor(`pebble directory at ${pebble.ip}:${PEBBLE_LISTEN_PORT}`, 30_000, async () => {
+  await waitFor(`pebble directory at ${pebble.ip}:${PEBBLE_LISTEN_PORT}`, 60_000, async () => {
     const response = await httpsGet(pebble.ip, PEBBLE_LISTEN_PORT, '/dir', httpsCa);
     return response.status === 200 ? true : undefined;
   });

@@ -95,6 +95,9 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** Thrown by a waitFor probe to stop waiting at once (the thing waited for can't happen). */
+export class GiveUp extends Error {}
+
 /** Poll `probe` until it returns a value other than undefined, or fail after `timeoutMs`. */
 export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -104,6 +107,7 @@ export async function waitFor<T>(what: string, timeoutMs: number, probe: () => P
       const value = await withTimeout(probe(), 10_000, what);
       if (value !== undefined) return value;
     } catch (error) {
+      if (error instanceof GiveUp) throw error;
       lastError = error;
     }
     if (Date.now() > deadline) {
