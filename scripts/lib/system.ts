@@ -63,8 +63,6 @@ export async function aptInstall(ctx: StepContext, packages: string[]): Promise<
   const script = [
     'set -e',
     aptGet,
-    // "dpkg was interrupted, you must manually run 'dpkg --configure -a'": apt refuses until then.
-    'if [ -n "$(dpkg --audit 2>/dev/null)" ] || ls /var/lib/dpkg/updates/ 2>/dev/null | grep -q .; then echo "finishing an interrupted dpkg run"; dpkg --force-confdef --force-confold --configure -a; fi',
     'wanted=""',
     `for entry in ${sh`${packages}`}; do`,
     '  pick=""',
@@ -76,8 +74,22 @@ export async function aptInstall(ctx: StepContext, packages: string[]): Promise<
     'done',
     'apt_get install --no-install-recommends $wanted',
   ].join('\n');
-  await retrying(`apt-get install`, () => ctx.run(script, `apt-get install ${packages.join(' ')}`, { onOutput: chunk => ctx.progress(chunk) }));
+  const what = `apt-get install ${packages.join(' ')}`;
+  await retrying('apt-get install', async () => {
+    try {
+      return await ctx.run(script, what, { onOutput: chunk => ctx.progress(chunk) });
+    } catch (error) {
+      // apt waits for the dpkg lock first (an apt-get a killed run left behind may still be
+      // working), then refuses while a dpkg run stays interrupted. Finish that run, then again.
+      if (!DPKG_INTERRUPTED.test((error as Error).message)) throw error;
+      ctx.progress('finishing an interrupted dpkg run (dpkg --configure -a)');
+      await ctx.run('dpkg --force-confdef --force-confold --configure -a', 'dpkg --configure -a', { onOutput: chunk => ctx.progress(chunk) });
+      return ctx.run(script, what, { onOutput: chunk => ctx.progress(chunk) });
+    }
+  });
 }
+
+const DPKG_INTERRUPTED = /dpkg was interrupted/;
 
 const APT_UPDATED = 'apt-updated';
 
