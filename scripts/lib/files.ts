@@ -53,7 +53,7 @@ export interface DesiredFile {
   mode: string;
   owner?: string;
   group?: string;
-  /** Diffs of secret files are not shown at all; their values are also redacted everywhere. */
+  /** KEY=value files whose diffs show keys but mask every value (maskedEnvDiff). */
   secret?: boolean;
   /** How the change is named in the output, when the path alone says too little. */
   label?: string;
@@ -65,6 +65,34 @@ export function sha256(text: string): string {
 
 export function unifiedDiff(path: string, before: string, after: string): string {
   return createTwoFilesPatch(path, path, before, after, 'live', 'wanted', { context: 3 });
+}
+
+const ENV_LINE = /^(\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=)(.*)$/;
+
+/**
+ * The diff of a KEY=value file of secrets (.env) with every value masked, so a dry run still
+ * shows which keys would be added, removed or changed without showing any value. Comments and
+ * blank lines are shown; any other line is masked whole.
+ */
+export function maskedEnvDiff(path: string, before: string, after: string): string {
+  const values = new Map<string, string>();
+  for (const line of before.split('\n')) {
+    const m = ENV_LINE.exec(line);
+    if (m) values.set(m[1]!.trim(), m[2]!);
+  }
+  const mask = (text: string, previous?: Map<string, string>) =>
+    text
+      .split('\n')
+      .map(line => {
+        if (!line.trim() || line.trim().startsWith('#')) return line;
+        const m = ENV_LINE.exec(line);
+        if (!m) return '********';
+        if (!m[2]) return line;
+        const old = previous?.get(m[1]!.trim());
+        return `${m[1]}********${old !== undefined && old !== m[2] ? ' (changed)' : ''}`;
+      })
+      .join('\n');
+  return createTwoFilesPatch(path, path, mask(before), mask(after, values), 'live (values masked)', 'wanted (values masked)', { context: 3 });
 }
 
 /** Writes the file if its content, mode or owner differ; returns whether it changed. */
@@ -90,7 +118,7 @@ export async function ensureFile(ctx: StepContext, want: DesiredFile): Promise<b
     return false;
   }
   const before = state.kind === 'file' ? state.content : '';
-  const diff = want.secret ? `--- ${want.path}\n(secret file: diff not shown)\n` : unifiedDiff(want.path, before, want.content);
+  const diff = want.secret ? maskedEnvDiff(want.path, before, want.content) : unifiedDiff(want.path, before, want.content);
   const foreign = state.kind === 'file' && !state.content.includes(MANAGED_MARKER);
   const what = state.kind === 'absent' ? `create ${label}` : foreign ? `replace ${label} (the original is kept aside)` : `update ${label}`;
   await ctx.change(what, () => writeAtomically(ctx, want, foreign), diff);

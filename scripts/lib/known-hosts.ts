@@ -14,16 +14,31 @@ export function hostPattern(address: string, port: number): string {
 }
 
 export function knownKeysFor(file: string, address: string, port: number): KnownKey[] {
+  return entriesFor(file, address, port).filter(e => !e.marker).map(({ type, base64 }) => ({ type, base64 }));
+}
+
+/** Keys marked @revoked for this host: never accepted, whatever else the file says. */
+export function revokedKeysFor(file: string, address: string, port: number): KnownKey[] {
+  return entriesFor(file, address, port).filter(e => e.marker === '@revoked').map(({ type, base64 }) => ({ type, base64 }));
+}
+
+function entriesFor(file: string, address: string, port: number): Array<KnownKey & { marker?: string }> {
   if (!existsSync(file)) return [];
   const wanted = hostPattern(address, port);
-  const keys: KnownKey[] = [];
+  const keys: Array<KnownKey & { marker?: string }> = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     const fields = line.trim().split(/\s+/);
     if (fields.length < 3 || fields[0]!.startsWith('#')) continue;
-    // A marker such as @revoked or @cert-authority comes first; neither is a plain host key.
-    if (fields[0]!.startsWith('@')) continue;
+    // A marker comes first: @revoked keys are collected to be refused; @cert-authority lines
+    // name a CA, not a host key, and are not used.
+    const marker = fields[0]!.startsWith('@') ? fields.shift() : undefined;
+    if (marker && marker !== '@revoked') continue;
+    if (fields.length < 3) continue;
     const [hosts, type, base64] = fields as [string, string, string];
-    if (hosts.split(',').some(pattern => matches(pattern, wanted))) keys.push({ type, base64 });
+    // As OpenSSH: the line applies when a pattern matches and no negated (!) pattern does.
+    const patterns = hosts.split(',');
+    const negated = patterns.filter(p => p.startsWith('!')).some(p => matches(p.slice(1), wanted));
+    if (!negated && patterns.some(p => !p.startsWith('!') && matches(p, wanted))) keys.push({ type, base64, ...(marker ? { marker } : {}) });
   }
   return keys;
 }
@@ -34,7 +49,6 @@ function matches(pattern: string, host: string): boolean {
     if (!salt || !hash) return false;
     return createHmac('sha1', Buffer.from(salt, 'base64')).update(host).digest('base64') === hash;
   }
-  if (pattern.startsWith('!')) return false;
   if (pattern.includes('*') || pattern.includes('?')) {
     const regex = new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
     return regex.test(host);
@@ -59,8 +73,11 @@ export function keyType(keyBlob: Buffer): string {
 export function verifyHostKey(opts: { file: string; host: string; address: string; port: number; acceptNew: boolean; presented: Buffer }): void {
   const known = knownKeysFor(opts.file, opts.address, opts.port);
   const presentedBase64 = opts.presented.toString('base64');
-  if (known.some(k => k.base64 === presentedBase64)) return;
   const presented = fingerprint(opts.presented);
+  if (revokedKeysFor(opts.file, opts.address, opts.port).some(k => k.base64 === presentedBase64)) {
+    throw new HostKeyError(`REVOKED host key for ${opts.host} (${hostPattern(opts.address, opts.port)}): the server presented ${keyType(opts.presented)} ${presented}, which ${opts.file} marks @revoked. Do not connect until you know why.`);
+  }
+  if (known.some(k => k.base64 === presentedBase64)) return;
   const sameType = known.filter(k => k.type === keyType(opts.presented));
   if (known.length > 0) {
     const recorded = (sameType.length ? sameType : known).map(k => `${k.type} ${fingerprint(Buffer.from(k.base64, 'base64'))}`).join(', ');

@@ -160,6 +160,7 @@ export async function play(spec: PlaySpec): Promise<never> {
       return session.close();
     }
   });
-  reporter.recap(runs, { script: spec.script, check: Boolean(args.check) });
-  process.exit(exitCode(runs, Boolean(args.check)));
+  const code = exitCode(runs, Boolean(args.check));
+  reporter.recap(runs, { script: spec.script, check: Boolean(args.check), exit: code });
+  process.exit(code);
 }

@@ -35,16 +35,26 @@ export class Reporter {
   private readonly showDiffs: boolean;
   private readonly colour: boolean;
   private readonly hostWidth: number;
+  private readonly manyHosts: boolean;
   private readonly started = new Map<string, number>();
   private readonly lastProgress = new Map<string, number>();
+  /** Per host, the timer that shows a step is still working when it prints nothing. */
+  private readonly heartbeats = new Map<string, ReturnType<typeof setInterval>>();
+  private readonly throttle: number;
 
   constructor(opts: { json: boolean; showDiffs: boolean; logPath: string; hosts: string[]; script: string; argv: string[] }) {
     this.json = opts.json;
     this.showDiffs = opts.showDiffs;
     this.logPath = opts.logPath;
-    this.colour = Boolean(process.stdout.isTTY) && !process.env.NO_COLOR && !process.env.CI;
+    // Colour only where a person reads the human output: the stream it goes to is a terminal,
+    // and neither NO_COLOR, CI nor TERM=dumb says otherwise. FORCE_COLOR forces it.
+    const human = this.json ? process.stderr : process.stdout;
+    const env = process.env;
+    this.colour = env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== '0' ? true : Boolean(human.isTTY) && !env.NO_COLOR && !env.CI && env.TERM !== 'dumb';
     chalk.level = this.colour ? chalk.level || 1 : 0;
+    this.throttle = human.isTTY ? 3000 : 10000;
     this.hostWidth = Math.max(...opts.hosts.map(h => h.length), 4);
+    this.manyHosts = opts.hosts.length > 1;
     mkdirSync(dirname(this.logPath), { recursive: true });
     this.log(`\n=== ${new Date().toISOString()} ${opts.script} ${redact(opts.argv.join(' '))}`);
   }
@@ -64,20 +74,46 @@ export class Reporter {
     return chalk.bold(host.padEnd(this.hostWidth));
   }
 
+  /**
+   * A step begins. Until it finishes, a step that prints nothing for a while (a quiet image pull,
+   * a health wait, reading state on a slow host) still shows that it is working, with elapsed time.
+   */
   stepStarted(host: string, step: string): void {
-    this.started.set(`${host}/${step}`, Date.now());
+    const key = `${host}/${step}`;
+    const now = Date.now();
+    this.started.set(key, now);
+    this.stopHeartbeat(host);
+    const timer = setInterval(() => {
+      if (Date.now() - (this.lastProgress.get(key) ?? now) >= this.throttle) this.progress(host, step, 'still working');
+    }, this.throttle);
+    timer.unref();
+    this.heartbeats.set(host, timer);
+  }
+
+  private stopHeartbeat(host: string): void {
+    clearInterval(this.heartbeats.get(host));
+    this.heartbeats.delete(host);
   }
 
   /** Long work shows what it is doing and for how long, at most every few seconds per host. */
   progress(host: string, step: string, text: string): void {
     const key = `${host}/${step}`;
     const now = Date.now();
-    const throttle = process.stdout.isTTY ? 3000 : 10000;
     const last = this.lastProgress.get(key);
-    if (last !== undefined && now - last < throttle) return;
+    if (last !== undefined && now - last < this.throttle) return;
+    // The last line with something on it: apt and compose end chunks with blank lines.
+    const line = text.split('\n').map(l => l.trim()).filter(Boolean).pop();
+    if (!line) return;
     this.lastProgress.set(key, now);
     const elapsed = ((now - (this.started.get(key) ?? now)) / 1000).toFixed(0);
-    this.say(`${this.prefix(host)}  ${chalk.dim(`… ${step}: ${text.trim().split('\n').pop()?.slice(0, 100) ?? ''} (${elapsed}s)`)}`);
+    this.say(`${this.prefix(host)}  ${chalk.dim(`… ${step}: ${line.slice(0, 100)} (${elapsed}s)`)}`);
+  }
+
+  /** Lines after the first of a multi-line message keep the host's name in front, so that with
+   * several hosts every line says which host it is about. */
+  private continued(host: string, text: string, indent: string): string {
+    const [first, ...rest] = text.split('\n');
+    return [first, ...rest.map(line => `${chalk.dim(host.padEnd(this.hostWidth))}  ${indent}${line}`)].join('\n');
   }
 
   warn(host: string | undefined, text: string): void {
@@ -85,25 +121,30 @@ export class Reporter {
   }
 
   stepFinished(host: string, result: StepResult): void {
+    this.stopHeartbeat(host);
     const status = STATUS_COLOUR[result.status](result.status.padEnd(7));
-    const detail = result.detail ? `  ${result.status === 'failed' ? chalk.red(result.detail) : chalk.dim(result.detail)}` : '';
-    this.say(`${this.prefix(host)}  ${result.step.padEnd(22)} ${status} ${chalk.dim(`${result.seconds.toFixed(2)}s`)}${detail}`);
-    if (this.showDiffs) for (const diff of result.diffs) this.say(colourDiff(diff));
+    const head = `${this.prefix(host)}  ${result.step.padEnd(22)} ${status} ${chalk.dim(`${result.seconds.toFixed(2)}s`)}`;
+    const detail = result.detail ? `  ${this.continued(host, result.status === 'failed' ? chalk.red(result.detail) : chalk.dim(result.detail), '    ')}` : '';
+    this.say(head + detail);
+    if (this.showDiffs) {
+      // One host: the diff as is (it can be saved as a patch). Several: each line names its host.
+      for (const diff of result.diffs) this.say(this.manyHosts ? this.continued(host, `\n${colourDiff(diff.replace(/\n$/, ''))}`, '| ').slice(1) : colourDiff(diff));
+    }
   }
 
+  /** A JSON document on stdout (the only thing there under --json), redacted and logged. */
+  document(value: unknown): void {
+    const text = redact(JSON.stringify(value, null, 2));
+    this.log(text);
+    process.stdout.write(text + '\n');
+  }
+
+  /**
+   * The recap per host, as Ansible's PLAY RECAP, with the first line of each failure. Under
+   * --json it goes to stderr and the JSON document (the same counts) to stdout.
+   */
   recap(runs: HostRun[], extra: Record<string, unknown> = {}): void {
-    if (this.json) {
-      const document = {
-        ...extra,
-        hosts: runs.map(run => ({ host: run.host, steps: run.steps, recap: recapOf(run), connections: run.connections, commands: run.commands, seconds: run.seconds })),
-        recap: Object.fromEntries(runs.map(run => [run.host, recapOf(run)])),
-        log: this.logPath,
-      };
-      const text = redact(JSON.stringify(document, null, 2));
-      this.log(text);
-      process.stdout.write(text + '\n');
-      return;
-    }
+    for (const host of [...this.heartbeats.keys()]) this.stopHeartbeat(host);
     this.say(`\n${chalk.bold('RECAP')}`);
     for (const run of runs) {
       const r = recapOf(run);
@@ -112,8 +153,19 @@ export class Reporter {
         `${this.prefix(run.host)}  ${part('ok', chalk.green)}  ${part('changed', chalk.yellow)}  ${part('failed', chalk.red)}  ${part('skipped', chalk.cyan)}  ` +
           chalk.dim(`${run.seconds.toFixed(1)}s, ${run.connections} connection, ${run.commands} commands`),
       );
+      for (const failed of run.steps.filter(s => s.status === 'failed')) {
+        this.say(`${this.prefix(run.host)}  ${chalk.red(`failed at ${failed.step}:`)} ${failed.detail.split('\n')[0]}`);
+      }
     }
     this.say(chalk.dim(`log: ${this.logPath}`));
+    if (this.json) {
+      this.document({
+        ...extra,
+        hosts: runs.map(run => ({ host: run.host, steps: run.steps, recap: recapOf(run), connections: run.connections, commands: run.commands, seconds: run.seconds })),
+        recap: Object.fromEntries(runs.map(run => [run.host, recapOf(run)])),
+        log: this.logPath,
+      });
+    }
   }
 }
 

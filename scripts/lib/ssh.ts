@@ -61,7 +61,8 @@ export class Connection {
   private async connectOnce(acceptNew: boolean): Promise<void> {
     const { host } = this;
     let rejection: Error | undefined;
-    const knownTypes = [...new Set(knownKeysFor(host.known_hosts, host.address, host.port).map(k => k.type))];
+    // An ssh-rsa key is signed with rsa-sha2-512/256 by current servers (OpenSSH 8.8 refuses SHA-1).
+    const knownTypes = [...new Set(knownKeysFor(host.known_hosts, host.address, host.port).flatMap(k => (k.type === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [k.type])))];
     try {
       await this.ssh.connect({
         host: host.address,
@@ -87,6 +88,12 @@ export class Connection {
     } catch (error) {
       if (rejection) throw new AbortError(rejection);
       const message = (error as Error).message;
+      if (host.identity && /Cannot parse privateKey|passphrase/i.test(message)) {
+        const hint = host.identity_passphrase_env
+          ? `Check that ${host.identity_passphrase_env} holds its passphrase.`
+          : `If it is encrypted, set hosts.${host.name}.identity_passphrase_env to the name of a variable that holds its passphrase, or add it to ssh-agent and remove identity.`;
+        throw new AbortError(new ConnectionError(`${host.name}: cannot use the identity ${host.identity}: ${message}. ${hint}`));
+      }
       if (/authentication methods failed/i.test(message)) {
         throw new AbortError(new ConnectionError(`${host.name}: SSH login as ${host.user}@${host.address}:${host.port} was refused. Check identity (${host.identity ?? 'ssh-agent'}) and that the key is in ~${host.user}/.ssh/authorized_keys.`));
       }

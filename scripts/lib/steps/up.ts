@@ -118,6 +118,9 @@ export const up: Step = {
       const ref = role === 'backend' ? host.backend_image : host.dashboard_image;
       if (!c) problems.push(`${name} does not exist`);
       else if (c.status !== 'running') problems.push(`${name} is ${c.status}`);
+      // Running but failing (e.g. recreated by hand with another .env): compose up -d puts the
+      // configuration of the files back, or waitHealthy fails with the logs.
+      else if (c.health === 'unhealthy' || (c.restarts > 0 && c.health === 'starting')) problems.push(`${name} is ${c.health === 'unhealthy' ? 'unhealthy' : 'restarting'}`);
       else if (c.configImage !== ref || c.imageId !== images.get(ref)) problems.push(`${name} runs another image`);
     }
     if (applied !== wanted) problems.push('compose file or .env changed');
