@@ -71,15 +71,21 @@ export async function composeUp(ctx: StepContext, why: string): Promise<void> {
   });
 }
 
-/** Bounded wait: up to about two minutes, failing at once (with the logs) on a crash loop. */
+/**
+ * Bounded wait: up to about two minutes, failing at once (with the logs) on a crash loop: the
+ * container exited, or restarted twice more since the wait began. Restarts from before (a loop
+ * whose cause was just fixed, e.g. PostgreSQL started again) only count from here on.
+ */
 export async function waitHealthy(ctx: StepContext): Promise<void> {
   const probe = sh`docker inspect --format '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' ${CONTAINERS.backend}; curl -s -o /dev/null -w 'dashboard %{http_code}\n' --max-time 3 http://127.0.0.1:6791/`;
   const started = Date.now();
+  let baseline: number | undefined;
   await pRetry(
     async () => {
       const { stdout } = await ctx.run(probe, 'health', { allowFail: true });
       const [status, restarts, health] = stdout.split('\n')[0]!.split(' ');
-      if (status === 'restarting' || status === 'exited' || Number(restarts) > 2) {
+      baseline ??= Number(restarts) || 0;
+      if (status === 'exited' || Number(restarts) - baseline >= 2) {
         const logs = await ctx.run(sh`docker logs --tail 15 ${CONTAINERS.backend} 2>&1`, 'backend logs', { allowFail: true });
         throw new AbortError(redact(`the backend is not staying up (${status}, ${restarts} restarts). Last log lines:\n${logs.stdout.trim()}\nRun scripts/doctor.ts --host ${ctx.host.name} for the cause.`));
       }

@@ -1,0 +1,51 @@
+#!/usr/bin/env zx
+// Why is a deployment broken? Reads the backend's logs, the containers and the host in one
+// remote command per host, and prints one finding per line: the cause and the fix.
+// Read-only: no run lock is taken (doctor must work while a run hangs), nothing is written or
+// restarted on the droplet. Exit 0 when every host is healthy, 1 when a problem was found or a
+// host could not be examined.
+import { chalk } from 'zx';
+import { EXIT, forEachHost, loadHosts, localDir, makeReporter, parseArgs, printHelp } from './lib/play.ts';
+import { examine } from './lib/doctor.ts';
+import type { DoctorResult } from './lib/doctor.ts';
+
+const spec = {
+  script: 'doctor',
+  summary:
+    'Reads the backend\'s logs, the containers\' state and the host\'s state (ports, disk, PostgreSQL, DNS,\n' +
+    'certificate, admin key) and names the cause and the fix of each problem, one per line. Read-only.\n' +
+    'Exit codes: 0 every host is healthy (warnings allowed), 1 a problem was found or a host could not be examined.',
+};
+const args = parseArgs({});
+if (args.help) {
+  printHelp(spec);
+  process.exit(EXIT.ok);
+}
+const { inventory, hosts } = loadHosts(args);
+const reporter = makeReporter(args, inventory, hosts, spec.script);
+const width = Math.max(...hosts.map(h => h.name.length), 4);
+const prefix = (host: string) => chalk.bold(host.padEnd(width));
+
+const print = (result: DoctorResult) => {
+  if (result.error) {
+    reporter.say(`${prefix(result.host)}  ${chalk.red('error  ')}  could not examine the host: ${result.error}`);
+    return;
+  }
+  for (const f of result.findings) {
+    const label = f.severity === 'problem' ? chalk.red('problem') : chalk.yellow('warning');
+    reporter.say(`${prefix(result.host)}  ${label}  ${f.cause}. ${chalk.bold('Fix:')} ${f.fix}.`);
+  }
+  if (result.healthy) reporter.say(`${prefix(result.host)}  ${chalk.green('healthy')}  ${result.summary ?? ''} ${chalk.dim(`(${result.seconds.toFixed(1)}s)`)}`);
+};
+
+// Each host's findings print together as soon as that host is done, so several hosts stay readable.
+const results = await forEachHost(hosts, Number(args.parallel ?? 10), async host => {
+  const result = await examine(host, { acceptNew: Boolean(args['accept-new']), local: (...parts) => localDir(inventory, ...parts) });
+  print(result);
+  return result;
+});
+const code = results.every(r => r.healthy) ? EXIT.ok : EXIT.failed;
+const problems = results.reduce((n, r) => n + r.findings.filter(f => f.severity === 'problem').length, 0);
+reporter.say(chalk.dim(`${results.filter(r => r.healthy).length}/${results.length} healthy, ${problems} problem(s); log: ${reporter.logPath}`));
+if (args.json) reporter.document({ script: spec.script, exit: code, hosts: results, log: reporter.logPath });
+process.exit(code);
