@@ -25,11 +25,14 @@ const fleet = new Proxy({} as ReturnType<typeof getFleet>, { get: (_target, key)
 
 const sh = async (droplet: string, cmd: string) => (await fleet.exec(droplet, cmd)).stdout.trim();
 
-/** What "nothing changed on the host" is judged by: managed files, packages and containers. */
+/**
+ * What "nothing changed on the host" is judged by: managed files, packages and containers. (The
+ * run lock's holder note in /var/lib/convex-ops is rewritten by every run, by design.)
+ */
 async function hostState(droplet: string): Promise<string> {
   return sh(
     droplet,
-    'ls -la --time-style=full-iso /opt/convex/ /var/lib/convex-ops 2>&1; sha256sum /opt/convex/.env /opt/convex/docker-compose.yml /etc/postgresql/*/main/pg_hba.conf 2>&1; ' +
+    'ls -la --time-style=full-iso /opt/convex/ /var/lib/convex-ops/pending 2>&1; sha256sum /opt/convex/.env /opt/convex/docker-compose.yml /etc/postgresql/*/main/pg_hba.conf 2>&1; ' +
       "dpkg-query -W -f='${Package} ${Version}\\n' | sha256sum; docker ps -a --format '{{.Names}} {{.ID}} {{.Status}}' 2>&1 | sed 's/Up .*/Up/'; " +
       "docker inspect --format '{{.State.StartedAt}}' convex-backend convex-dashboard 2>&1",
   );
