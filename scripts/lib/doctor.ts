@@ -133,6 +133,26 @@ export function parseListeners(out: string): Listener[] {
   return found;
 }
 
+export interface Publication { container: string; address: string; port: number }
+
+/** Ports other running containers publish: one of them may hold a port Convex needs. */
+export const publications: Fact<Publication[]> = {
+  key: 'doctor:publications',
+  command: `docker ps --format '{{.Names}}\t{{.Ports}}'`,
+  parse: out => parsePublications(out),
+};
+
+export function parsePublications(out: string): Publication[] {
+  const found: Publication[] = [];
+  for (const line of out.split('\n')) {
+    const [container, ports = ''] = line.split('\t');
+    if (!container) continue;
+    // "127.0.0.1:3210->3210/tcp, 0.0.0.0:80->80/tcp, :::80->80/tcp"
+    for (const match of ports.matchAll(/([0-9a-fA-F.:[\]]*):(\d+)->\d+\/tcp/g)) found.push({ container, address: match[1]!, port: Number(match[2]) });
+  }
+  return found;
+}
+
 export interface DiskUsage { path: string; filesystem: string; mount: string; sizeBytes: number; percent: number; availableBytes: number; inodesPercent?: number }
 
 export function diskFact(host: Host): Fact<DiskUsage[]> {
@@ -314,6 +334,8 @@ export interface DoctorState {
   containers: Map<string, ContainerInfo>;
   log: LogLine[];
   listeners: Listener[];
+  /** Ports published by running containers (other than Convex's own, for a conflict). */
+  publications?: Publication[];
   disks: DiskUsage[];
   env: TextFile;
   compose: TextFile;
@@ -328,7 +350,7 @@ export interface DoctorState {
 
 export function doctorFacts(host: Host): Array<Fact<unknown>> {
   const facts: Array<Fact<unknown>> = [
-    dockerState, dockerNetworks, containersInfo, backendLog, listeners, diskFact(host),
+    dockerState, dockerNetworks, containersInfo, backendLog, listeners, publications, diskFact(host),
     textFile('env', envPath(host)), textFile('compose', composePath(host)), httpFact(host), dnsFact(host), certFact(host), runInProgress,
   ];
   if (host.postgres.mode === 'local') facts.push(postgresFact(host));
@@ -356,6 +378,7 @@ export async function readDoctorState(conn: Connection, host: Host, localSecrets
     containers: get(containersInfo),
     log: get(backendLog),
     listeners: get(listeners),
+    publications: get(publications),
     disks: get(diskFact(host)),
     env,
     compose,
@@ -457,6 +480,8 @@ export function inCidr(address: string, cidr: string): boolean {
 }
 
 const subnetCovered = (subnet: string, allowed: string[]) => allowed.some(a => a === subnet || (inCidr(subnet.split('/')[0]!, a) && Number(a.split('/')[1] ?? 32) <= Number(subnet.split('/')[1] ?? 32)));
+
+const size = (bytes: number) => (bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${Math.round(bytes / 1024 ** 2)} MiB`);
 
 /** Docker's own processes: a port held by one of these is the container's publication. */
 const DOCKER_PROCESSES = /^(docker-proxy|dockerd|containerd|rootlesskit)/;
@@ -653,10 +678,14 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
       if (portError) {
         const port = Number(/:(\d+)(?:\D*)?(?:failed|: bind)/.exec(c.error)?.[1] ?? /:(\d{2,5})\b/.exec(c.error)?.[1]);
         const holders = Number.isFinite(port) ? portTaken(port) : [];
+        const containers = (state.publications ?? []).filter(p => p.port === port && p.container !== name);
+        const by = holders.length
+          ? ` by ${holders.map(describe).join(', ')}`
+          : containers.length ? ` by the container ${[...new Set(containers.map(p => p.container))].join(', ')}` : ' (by another container or program)';
         add(
           `port-${port || 'unknown'}`,
           'problem',
-          `${name} cannot start: port ${port || '?'} is already in use${holders.length ? ` by ${holders.map(describe).join(', ')}` : ' (by another container or program)'}; Docker says "${c.error.replace(/\([0-9a-f]{12,}\)/g, '(…)').slice(0, 240)}"`,
+          `${name} cannot start: port ${port || '?'} is already in use${by}; Docker says "${c.error.replace(/\([0-9a-f]{12,}\)/g, '(…)').slice(0, 240)}"`,
           `stop or move that program (or the container holding the port), then ${run('up')}`,
         );
       }
@@ -737,7 +766,7 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
       add(
         `disk-${disk.path}`,
         worst >= 90 ? 'problem' : 'warning',
-        `${what} (${disk.mount}) is ${worst >= 98 ? 'full' : worst >= 90 ? 'nearly full' : 'filling up'}: ${worst}% of its ${inodes ? 'inodes' : 'space'} used, ${(disk.availableBytes / 1024 ** 3).toFixed(1)} GiB free; PostgreSQL, the backend and backups fail when it is full`,
+        `${what} (${disk.mount}) is ${worst >= 98 ? 'full' : worst >= 90 ? 'nearly full' : 'filling up'}: ${worst}% of its ${inodes ? 'inodes' : 'space'} used, ${size(disk.availableBytes)} free; PostgreSQL, the backend and backups fail when it is full`,
         disk.path === host.volume
           ? `free space (old backups in ${root}/backups beyond backup.keep, files in ${root}/storage you no longer need) or grow the volume`
           : 'free space (docker image prune, journalctl --vacuum-size=200M, apt-get clean) or grow the disk',
@@ -800,6 +829,8 @@ export interface DoctorResult {
   summary?: string;
   /** Doctor could not look: the host was unreachable or refused. */
   error?: string;
+  /** Remote commands it took (one: everything is read at once). */
+  commands: number;
   seconds: number;
 }
 
@@ -812,9 +843,9 @@ export async function examine(host: Host, opts: { acceptNew: boolean; local: (..
     const state = await readDoctorState(conn, host, localSecretsFile(opts.local, host.name));
     const findings = diagnose(host, state);
     const healthy = !findings.some(f => f.severity === 'problem');
-    return { host: host.name, healthy, findings, ...(healthy ? { summary: healthySummary(host, state) } : {}), seconds: (Date.now() - started) / 1000 };
+    return { host: host.name, healthy, findings, ...(healthy ? { summary: healthySummary(host, state) } : {}), commands: conn.commands, seconds: (Date.now() - started) / 1000 };
   } catch (error) {
-    return { host: host.name, healthy: false, findings: [], error: redact((error as Error).message), seconds: (Date.now() - started) / 1000 };
+    return { host: host.name, healthy: false, findings: [], error: redact((error as Error).message), commands: conn?.commands ?? 0, seconds: (Date.now() - started) / 1000 };
   } finally {
     conn?.close();
   }

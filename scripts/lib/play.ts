@@ -29,7 +29,8 @@ Common options:
   --inventory FILE      inventory file (default ./inventory.toml, or $CONVEX_OPS_INVENTORY)
   --check               dry run: read state and show what would change, with diffs; change nothing
   --diff                also show file diffs when applying
-  --json                print one JSON document with every step's result and the recap
+  --json                print one JSON document (every step's result, the recap, the exit code) on
+                        stdout; the usual lines and the recap go to stderr
   --accept-new          record the host key of a host not yet in known_hosts (trust on first use)
   --parallel N          hosts worked on at once (default 10)
   --lock-timeout S      how long to wait for another run on the same host (default 300)

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Host } from '../../scripts/lib/inventory.ts';
-import { classifyLog, currentLog, diagnose, inCidr, parseContainers, parseDisk, parseListeners, parseLog, parsePostgres } from '../../scripts/lib/doctor.ts';
+import { classifyLog, currentLog, diagnose, inCidr, parseContainers, parseDisk, parseListeners, parseLog, parsePostgres, parsePublications } from '../../scripts/lib/doctor.ts';
 import type { DoctorState, Finding } from '../../scripts/lib/doctor.ts';
 import { renderCompose } from '../../scripts/lib/steps/compose.ts';
 import { redact } from '../../scripts/lib/redact.ts';
@@ -208,6 +208,8 @@ test('a port already in use: compose\'s start error and the program holding it',
   const allocated = healthy();
   allocated.containers.set('convex-dashboard', { ...allocated.containers.get('convex-dashboard')!, status: 'created', error: 'Bind for 127.0.0.1:6791 failed: port is already allocated' });
   assert.match(find(diagnose(host, allocated), 'port-6791').cause, /port 6791 is already in use \(by another container or program\)/);
+  allocated.publications = parsePublications('convex-backend\t127.0.0.1:3210->3210/tcp, 127.0.0.1:3211->3211/tcp\nold-dashboard\t0.0.0.0:6791->6791/tcp, :::6791->6791/tcp');
+  assert.match(find(diagnose(host, allocated), 'port-6791').cause, /port 6791 is already in use by the container old-dashboard; Docker says "Bind for 127\.0\.0\.1:6791 failed: port is already allocated"/);
   const web = healthy();
   web.listeners.push({ address: '0.0.0.0', port: 80, process: 'apache2', pid: 99 });
   assert.match(find(diagnose(host, web), 'port-80').cause, /port 80 is taken by apache2/);
