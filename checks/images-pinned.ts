@@ -1,19 +1,26 @@
 import type { Check } from '../scripts/lib/check.ts';
-import { sh } from '../scripts/lib/shell.ts';
+import { engineRead, parseEngine } from '../scripts/lib/docker-api.ts';
 import { CONTAINERS } from '../scripts/lib/steps/up.ts';
+
+const pairs = (host: Parameters<Check['probe']>[0]) => [
+  { container: CONTAINERS.backend, want: host.backend_image },
+  { container: CONTAINERS.dashboard, want: host.dashboard_image },
+];
 
 /** The running containers use exactly the images pinned in the inventory. */
 export const imagesPinned: Check = {
   name: 'images-pinned',
-  probe: host =>
-    sh`for pair in ${[`${CONTAINERS.backend}=${host.backend_image}`, `${CONTAINERS.dashboard}=${host.dashboard_image}`]}; do ` +
-    `c=\${pair%%=*}; ref=\${pair#*=}; echo "$c $(docker inspect --format '{{.Config.Image}} {{.Image}}' "$c") $(docker image inspect --format '{{.Id}}' "$ref")"; done`,
+  // Both containers, then the image each pinned reference names now: one read of the engine.
+  probe: host => engineRead([...pairs(host).map(p => ({ kind: 'container' as const, name: p.container })), ...pairs(host).map(p => ({ kind: 'image' as const, name: p.want }))]),
   verdict: (out, _code, host) => {
-    for (const line of out.trim().split('\n')) {
-      const [container, configured, running, pinned] = line.split(' ');
-      const want = container === CONTAINERS.backend ? host.backend_image : host.dashboard_image;
+    const answers = parseEngine(out);
+    const all = pairs(host);
+    for (const [i, { container, want }] of all.entries()) {
+      const running = answers[i]?.doc;
+      const pinned = answers[all.length + i]?.doc;
+      const configured = running?.Config?.Image as string | undefined;
       if (configured !== want) return `${container} runs ${configured || 'nothing'}, the inventory pins ${want}`;
-      if (!pinned || running !== pinned) return `${container} runs an image other than the one ${want} names now`;
+      if (!pinned?.Id || running?.Image !== pinned.Id) return `${container} runs an image other than the one ${want} names now`;
     }
     return undefined;
   },

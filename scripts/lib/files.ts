@@ -5,9 +5,15 @@
 // never put a truncated file in place; one left behind by a killed run is removed by the next.
 import { createHash } from 'node:crypto';
 import { dirname, basename } from 'node:path';
-import { createTwoFilesPatch } from 'diff';
+import { createRequire } from 'node:module';
 import type { Fact, StepContext } from './step.ts';
 import { quote, sh } from './shell.ts';
+
+/** The diff library, loaded for the first diff: a run that changes nothing never needs it. */
+function createTwoFilesPatch(oldName: string, newName: string, before: string, after: string, oldHeader: string, newHeader: string, options: { context: number }): string {
+  const diff = createRequire(import.meta.url)('diff') as typeof import('diff');
+  return diff.createTwoFilesPatch(oldName, newName, before, after, oldHeader, newHeader, options);
+}
 
 /** Every file convex-ops writes carries this marker, so a foreign file can be told apart. */
 export const MANAGED_MARKER = 'Managed by convex-ops';

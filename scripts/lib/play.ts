@@ -154,8 +154,9 @@ export async function play(spec: PlaySpec): Promise<never> {
     const session = sessionFor(host, args, reporter, spec.script);
     try {
       if (await session.open()) {
-        const converged = await session.run(spec.steps(host, { args, local: (...parts) => localDir(inventory, ...parts) }));
-        if (converged && !args.check && spec.checks) await session.checks(spec.checks(host));
+        const checks = args.check ? undefined : spec.checks?.(host);
+        const converged = await session.run(spec.steps(host, { args, local: (...parts) => localDir(inventory, ...parts) }), { checks });
+        if (converged && checks) await session.checks(checks);
       }
     } finally {
       return session.close();

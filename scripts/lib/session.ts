@@ -6,7 +6,7 @@ import { acquireRunLock } from './lock.ts';
 import { gatherFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
 import type { HostMemo, Step, StepResult } from './step.ts';
 import type { Check } from './check.ts';
-import { runChecks } from './check.ts';
+import { isProbeKey, probeFacts, runChecks } from './check.ts';
 import type { HostRun, Reporter } from './report.ts';
 import { redact } from './redact.ts';
 
@@ -16,6 +16,13 @@ export interface PhaseOptions {
   host?: Host;
   /** Run even though an earlier phase of this session failed (a rollback). */
   afterFailure?: boolean;
+  /**
+   * The checks that will follow these steps. Their probes are read with the steps' state, in
+   * the same remote command; when no step changes anything, the host after the steps is the
+   * host those probes read, and checks() judges those readings instead of asking again.
+   * Any change (or a dry run) discards them, and checks() reads the host afresh.
+   */
+  checks?: Check[];
 }
 
 export interface SessionOptions {
@@ -35,6 +42,8 @@ export class HostSession {
   private readonly cache = new Map<string, unknown>();
   private releaseLock?: () => void;
   private readonly started = Date.now();
+  /** Probe readings taken with the state of the last run() that changed nothing. */
+  private readings?: Map<string, unknown>;
 
   constructor(host: Host, options: SessionOptions) {
     this.host = host;
@@ -65,11 +74,17 @@ export class HostSession {
     if (!this.conn || (this.failed && !phase.afterFailure)) return false;
     const conn = this.conn;
     const host = phase.host ?? this.host;
+    this.readings = undefined;
+    const probes = phase.checks && !this.options.check ? probeFacts(phase.checks, host) : [];
     const prefetch = await this.record('read state', async () => {
-      await gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? [])], this.cache);
+      await gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? []), ...probes], this.cache);
       return '';
     }, { quiet: true });
+    // Probe readings never serve as facts: they leave the cache, and are kept only while nothing changes.
+    const readings = new Map([...this.cache].filter(([key]) => isProbeKey(key)));
+    for (const key of readings.keys()) this.cache.delete(key);
     if (!prefetch) return false;
+    let changed = false;
     for (const step of steps) {
       const ctx = new StepContext({
         host,
@@ -85,7 +100,9 @@ export class HostSession {
       });
       const ok = await this.record(step.name, () => step.run(ctx), { ctx });
       if (!ok) return false;
+      changed ||= ctx.changes.length > 0;
     }
+    if (!changed) this.readings = readings;
     return true;
   }
 
@@ -95,8 +112,10 @@ export class HostSession {
     const conn = this.conn;
     const started = Date.now();
     const before = this.results.length;
+    const readings = this.readings ?? new Map<string, unknown>();
+    this.readings = undefined;
     try {
-      const results = await runChecks(conn, checks, phase.host);
+      const results = await runChecks(conn, checks, phase.host, readings);
       for (const result of results) this.report(result);
     } catch (error) {
       this.report({ step: 'checks', status: 'failed', detail: redact((error as Error).message), changes: [], diffs: [], seconds: (Date.now() - started) / 1000 });

@@ -64,6 +64,7 @@ export class Connection {
     // An ssh-rsa key is signed with rsa-sha2-512/256 by current servers (OpenSSH 8.8 refuses SHA-1).
     const knownTypes = [...new Set(knownKeysFor(host.known_hosts, host.address, host.port).flatMap(k => (k.type === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [k.type])))];
     try {
+      const credentials = this.credentials();
       await this.ssh.connect({
         host: host.address,
         port: host.port,
@@ -71,7 +72,10 @@ export class Connection {
         readyTimeout: 20_000,
         keepaliveInterval: 10_000,
         keepaliveCountMax: 3,
-        ...this.credentials(),
+        ...credentials,
+        // Straight to the one method we have: without this, ssh2 first tries "none", which
+        // costs a round trip to learn what the server would have told it anyway.
+        authHandler: ['agent' in credentials ? 'agent' : 'publickey'],
         // Offer only the key types we already know for this host, as OpenSSH does, so that a
         // host known by its ed25519 key is not asked for an ECDSA key we cannot check.
         ...(knownTypes.length ? { algorithms: { serverHostKey: knownTypes as never } } : {}),

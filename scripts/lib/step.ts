@@ -76,6 +76,19 @@ export class StepContext {
     await gatherFacts(this.conn, facts.filter(f => !this.cache.has(f.key)), this.cache);
   }
 
+  /** A fact already read in this run, without going to the host; undefined when it was not. */
+  peek<T>(fact: Fact<T>): T | undefined {
+    return this.cache.get(fact.key) as T | undefined;
+  }
+
+  /**
+   * Records a fact that another fact's command read along with its own (e.g. a file whose path
+   * was only known on the host), so that reading it costs no second round trip.
+   */
+  learn<T>(fact: Fact<T>, value: T): void {
+    this.cache.set(fact.key, value);
+  }
+
   /**
    * Records a change and, unless this is a dry run, applies it. Any applied change makes every
    * cached fact stale: later readings go back to the host.
@@ -136,8 +149,10 @@ const BEGIN = '@@convex-ops-fact-begin';
 const END = '@@convex-ops-fact-end';
 
 /**
- * Runs many facts as one remote command. They run concurrently on the host (each into its own
- * temporary file), then print in order, each section delimited and parsed on its own.
+ * Runs many facts as one remote command. They run concurrently on the host, each writing its
+ * delimited section (its output, then its exit code) to its own temporary file; one `cat` prints
+ * them all, and each section is parsed on its own. Every process counts on a converged run, so
+ * the wrapping costs two forks per fact and nothing per section.
  */
 export async function gatherFacts(conn: Connection, facts: Array<Fact<unknown>>, into: Map<string, unknown>): Promise<void> {
   const unique = [...new Map(facts.map(f => [f.key, f])).values()];
@@ -145,9 +160,9 @@ export async function gatherFacts(conn: Connection, facts: Array<Fact<unknown>>,
   const script = [
     'd=$(mktemp -d) || exit 1',
     `trap 'rm -rf "$d"' EXIT`,
-    ...unique.map((f, i) => `( ( ${f.command}\n) >"$d/${i}" 2>/dev/null; echo $? >"$d/${i}.rc" ) &`),
+    ...unique.map((f, i) => `( printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?" ) >"$d/${String(i).padStart(4, '0')}" &`),
     'wait',
-    ...unique.map((_, i) => `printf '%s\\n' '${BEGIN} ${i}'; cat "$d/${i}"; printf '\\n%s %s\\n' '${END} ${i}' "$(cat "$d/${i}.rc")"`),
+    'cat "$d"/*',
   ].join('\n');
   const { stdout } = await conn.run(script, 'read state');
   for (const [i, fact] of unique.entries()) {

@@ -3,20 +3,31 @@
 import type { Fact, Step, StepContext } from '../step.ts';
 import { aptInstall, installedPackages, serviceScript } from '../system.ts';
 import { sh } from '../shell.ts';
+import { engineRead, parseEngine } from '../docker-api.ts';
 
 export interface DockerState { cli: boolean; running: boolean; compose: 'v2' | 'v1' | 'none' }
 
+/** Where the docker CLI looks for plugins ($DOCKER_CONFIG or ~/.docker first): Compose v2 is one. */
+const PLUGIN_DIRS = ['"${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"', '/usr/local/lib/docker/cli-plugins', '/usr/local/libexec/docker/cli-plugins', '/usr/lib/docker/cli-plugins', '/usr/libexec/docker/cli-plugins'];
+
+/**
+ * The CLI, the engine (its API answers on the socket) and Compose: the v2 plugin where the CLI
+ * finds one, else v1's docker-compose. Found by looking, not by running them: every docker or
+ * compose process costs more than the rest of a converged run's reading together.
+ */
 export const dockerState: Fact<DockerState> = {
   key: 'docker',
   command: [
     'command -v docker >/dev/null && echo cli',
-    "docker info --format 'running {{.ServerVersion}}' 2>/dev/null",
-    'if docker compose version >/dev/null 2>&1; then echo compose-v2; elif command -v docker-compose >/dev/null; then echo compose-v1; fi',
+    `c=; for d in ${PLUGIN_DIRS.join(' ')}; do if [ -x "$d/docker-compose" ]; then c=compose-v2; break; fi; done`,
+    '[ -n "$c" ] || { command -v docker-compose >/dev/null && c=compose-v1; }',
+    'echo "$c"',
+    engineRead([{ kind: 'version' }]),
   ].join('; '),
   parse: out => ({
-    cli: out.includes('cli'),
-    running: /running \d/.test(out),
-    compose: out.includes('compose-v2') ? 'v2' : out.includes('compose-v1') ? 'v1' : 'none',
+    cli: /^cli$/m.test(out),
+    running: parseEngine(out)[0]?.status === 200,
+    compose: /^compose-v2$/m.test(out) ? 'v2' : /^compose-v1$/m.test(out) ? 'v1' : 'none',
   }),
 };
 
@@ -27,29 +38,20 @@ export interface DockerNetworks { bridgeGateway?: string; subnets: string[]; con
 
 export const dockerNetworks: Fact<DockerNetworks> = {
   key: 'docker-networks',
-  command: sh`docker network inspect bridge ${CONVEX_NETWORK} --format '{{.Name}}{{range .IPAM.Config}} {{.Subnet}}/{{.Gateway}}{{end}}'; ip -4 -o addr show docker0 | awk '{print "docker0 " $4}'`,
+  command: `${engineRead([{ kind: 'network', name: 'bridge' }, { kind: 'network', name: CONVEX_NETWORK }])}; ip -4 -o addr show docker0 | awk '{print "docker0 " $4}'`,
   parse: out => {
+    const [bridge, convex] = parseEngine(out);
     const subnets = new Set<string>();
     let bridgeGateway: string | undefined;
-    let convexNetwork = false;
-    for (const line of out.split('\n').filter(Boolean)) {
-      const [name, ...rest] = line.split(' ');
-      if (name === CONVEX_NETWORK) convexNetwork = true;
-      for (const entry of rest) {
-        if (name === 'docker0') {
-          // "172.17.0.1/16": the bridge's own address is where host-gateway points.
-          bridgeGateway ??= entry.split('/')[0];
-          continue;
-        }
-        // Subnet "172.18.0.0/16" and gateway joined by "/": split at the last slash.
-        const cut = entry.lastIndexOf('/');
-        const subnet = entry.slice(0, cut);
-        const gateway = entry.slice(cut + 1);
-        if (subnet.includes('.')) subnets.add(subnet);
-        if (name === 'bridge' && gateway) bridgeGateway = gateway;
+    for (const network of [bridge, convex]) {
+      for (const config of (network?.doc?.IPAM?.Config ?? []) as Array<{ Subnet?: string; Gateway?: string }>) {
+        if (config.Subnet?.includes('.')) subnets.add(config.Subnet);
+        if (network === bridge && config.Gateway) bridgeGateway = config.Gateway;
       }
     }
-    return { bridgeGateway, subnets: [...subnets].sort(), convexNetwork };
+    // "docker0 172.17.0.1/16": the bridge's own address is where host-gateway points.
+    bridgeGateway ??= /^docker0 ([^/\s]+)/m.exec(out)?.[1];
+    return { bridgeGateway, subnets: [...subnets].sort(), convexNetwork: convex?.status === 200 };
   },
 };
 

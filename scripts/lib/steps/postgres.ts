@@ -8,6 +8,7 @@ import type { Host } from '../inventory.ts';
 import { databaseName } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
+import type { FileState } from '../files.ts';
 import { ensurePackages, installedPackages, serviceScript } from '../system.ts';
 import { sh } from '../shell.ts';
 import { dockerNetworks } from './docker.ts';
@@ -37,8 +38,9 @@ export function clusterFact(host: Host): Fact<ClusterState> {
       'v=$(ls -1 /etc/postgresql 2>/dev/null | sort -V | tail -n 1)',
       '[ -n "$v" ] || exit 0',
       'echo "version $v"',
-      `pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'`,
-      sh`runuser -u postgres -- psql -XAtq -F '\t' -c ${query}`,
+      // A cluster that answers is online. pg_lsclusters (Perl, slow to start) only says why not.
+      sh`if out=$(runuser -u postgres -- psql --cluster "$v/main" -XAtq -F '\t' -c ${query}); then echo 'status online'; printf '%s\n' "$out"; else ` +
+        `pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'; fi`,
     ].join('\n'),
     parse: out => {
       const state: ClusterState = { online: false };
@@ -100,6 +102,50 @@ export function withHbaBlock(current: string, host: Host, subnets: string[]): st
 }
 
 const confDir = (version: string) => `/etc/postgresql/${version}/main`;
+const HBA_FILE = 'pg_hba.conf';
+const LISTEN_FILE = 'conf.d/convex-ops.conf';
+
+/** Stands for the cluster's version in a path, replaced by the shell's "$v" on the host. */
+const VERSION = 'CONVEXOPSPGVERSION';
+
+/** Whether every occurrence of `token` in a sh command is outside single quotes (so "$v" expands there). */
+function expandsEverywhere(command: string, token: string): boolean {
+  let quoted = false;
+  for (let i = 0; i < command.length; i++) {
+    if (!quoted && command[i] === '\\') i++;
+    else if (command[i] === "'") quoted = !quoted;
+    else if (quoted && command.startsWith(token, i)) return false;
+  }
+  return command.includes(token);
+}
+
+/**
+ * A file of the newest cluster's configuration, read in the same command as everything else:
+ * its path holds the version, which only the host knows, so the version is found there and the
+ * file read as fileFact reads it. The step records it as that file's fact (ctx.learn); when it
+ * cannot (another version, an unexpected name), the step reads the file itself as before.
+ */
+export function newestClusterFile(name: string): Fact<{ version?: string; state?: FileState }> {
+  const template = fileFact(`${confDir(VERSION)}/${name}`);
+  const usable = expandsEverywhere(template.command, VERSION);
+  return {
+    key: `postgres-newest:${name}`,
+    command: usable
+      ? [
+          'v=$(ls -1 /etc/postgresql 2>/dev/null | sort -V | tail -n 1)',
+          // A version is digits and dots; anything else is left to the step's own reading.
+          `case "$v" in ''|*[!0-9.]*) exit 0 ;; esac`,
+          'echo "version $v"',
+          template.command.replaceAll(VERSION, '"$v"'),
+        ].join('\n')
+      : ':',
+    parse: (out, code) => {
+      const newline = out.indexOf('\n');
+      const version = /^version (\S+)$/.exec(newline < 0 ? out : out.slice(0, newline))?.[1];
+      return version && newline >= 0 ? { version, state: template.parse(out.slice(newline + 1), code) } : {};
+    },
+  };
+}
 
 async function psqlAsPostgres(ctx: StepContext, sql: string, what: string): Promise<void> {
   await ctx.run('runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q', what, { stdin: sql });
@@ -154,8 +200,12 @@ async function localMode(ctx: StepContext): Promise<string> {
     throw new Error('the Docker bridge was not found, so the subnets to allow are unknown. Run scripts/docker.ts first.');
   }
   const dir = confDir(cluster.version!);
-  const hbaPath = `${dir}/pg_hba.conf`;
-  const listenPath = `${dir}/conf.d/convex-ops.conf`;
+  const hbaPath = `${dir}/${HBA_FILE}`;
+  const listenPath = `${dir}/${LISTEN_FILE}`;
+  for (const [name, path] of [[HBA_FILE, hbaPath], [LISTEN_FILE, listenPath]] as const) {
+    const newest = ctx.peek(newestClusterFile(name));
+    if (newest?.state && newest.version === cluster.version) ctx.learn(fileFact(path), newest.state);
+  }
   await ctx.facts([fileFact(hbaPath), fileFact(listenPath)]);
   const hba = await ctx.fact(fileFact(hbaPath));
   if (hba.kind !== 'file') throw new Error(`${hbaPath} is missing.`);
@@ -214,6 +264,7 @@ async function externalMode(ctx: StepContext): Promise<string> {
 
 export const postgres: Step = {
   name: 'postgres',
-  facts: host => (host.postgres.mode === 'local' ? [installedPackages, clusterFact(host), dockerNetworks] : [installedPackages]),
+  facts: host =>
+    host.postgres.mode === 'local' ? [installedPackages, clusterFact(host), dockerNetworks, newestClusterFile(HBA_FILE), newestClusterFile(LISTEN_FILE)] : [installedPackages],
   run: ctx => (ctx.host.postgres.mode === 'local' ? localMode(ctx) : externalMode(ctx)),
 };

@@ -8,6 +8,7 @@ import { STATE_DIR } from '../step.ts';
 import { fileFact, sha256 } from '../files.ts';
 import { sh } from '../shell.ts';
 import { redact } from '../redact.ts';
+import { engineRead, parseEngine } from '../docker-api.ts';
 import { composeCommand, dockerState } from './docker.ts';
 import { composePath, envPath, parseEnv } from './secret.ts';
 
@@ -17,12 +18,19 @@ export interface ContainerState { status: string; health: string; startedAt: str
 
 export const containersFact: Fact<Map<string, ContainerState>> = {
   key: 'containers',
-  command: sh`docker inspect --format '{{.Name}}|{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.Image}}|{{.RestartCount}}' ${Object.values(CONTAINERS)}`,
+  command: engineRead(Object.values(CONTAINERS).map(name => ({ kind: 'container', name }))),
   parse: out => {
     const containers = new Map<string, ContainerState>();
-    for (const line of out.split('\n').filter(l => l.includes('|'))) {
-      const [name, status, health, startedAt, configImage, imageId, restarts] = line.split('|') as string[];
-      containers.set(name!.replace(/^\//, ''), { status: status!, health: health!, startedAt: startedAt!, configImage: configImage!, imageId: imageId!, restarts: Number(restarts) });
+    for (const { doc } of parseEngine(out)) {
+      if (!doc) continue;
+      containers.set(String(doc.Name).replace(/^\//, ''), {
+        status: doc.State?.Status ?? '',
+        health: doc.State?.Health?.Status ?? '',
+        startedAt: doc.State?.StartedAt ?? '',
+        configImage: doc.Config?.Image ?? '',
+        imageId: doc.Image ?? '',
+        restarts: Number(doc.RestartCount ?? 0),
+      });
     }
     return containers;
   },
@@ -33,8 +41,11 @@ export function imagesFact(host: Host): Fact<Map<string, string>> {
   const refs = [host.backend_image, host.dashboard_image];
   return {
     key: `images:${refs.join(',')}`,
-    command: `for ref in ${sh`${refs}`}; do printf '%s %s\\n' "$ref" "$(docker image inspect --format '{{.Id}}' "$ref" 2>/dev/null)"; done`,
-    parse: out => new Map(out.split('\n').filter(Boolean).map(l => l.split(' ') as [string, string]).map(([ref, id]) => [ref, id ?? ''])),
+    command: engineRead(refs.map(name => ({ kind: 'image', name }))),
+    parse: out => {
+      const answers = parseEngine(out);
+      return new Map(refs.map((ref, i) => [ref, String(answers[i]?.doc?.Id ?? '')]));
+    },
   };
 }
 
