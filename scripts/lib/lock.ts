@@ -13,9 +13,19 @@ export async function acquireRunLock(conn: Connection, opts: { waitSeconds: numb
   const holder = `${userInfo().username}@${hostname()} since ${time} (${opts.script}, pid ${process.pid})`;
   const script = [
     sh`mkdir -p ${STATE_DIR} && exec 9>>${`${STATE_DIR}/lock`}`,
-    sh`if ! flock -n 9; then echo "BUSY $(cat ${`${STATE_DIR}/lock.holder`} 2>/dev/null)"; flock -w ${opts.waitSeconds} 9 || { echo TIMEOUT; exit 75; }; fi`,
+    // The holder names itself just after it takes the lock, so until then the file still names
+    // an earlier run: only a name whose shell (the pid first on the line) is alive is believed.
+    'if ! flock -n 9; then',
+    '  who=""',
+    `  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do`,
+    sh`    if read -r pid rest 2>/dev/null <${`${STATE_DIR}/lock.holder`} && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then who=$rest; break; fi`,
+    '    sleep 0.1',
+    '  done',
+    '  echo "BUSY $who"',
+    sh`  flock -w ${opts.waitSeconds} 9 || { echo TIMEOUT; exit 75; }`,
+    'fi',
     // Renamed into place, so a waiting run never reads a half-written holder.
-    sh`printf '%s\n' ${holder} > ${`${STATE_DIR}/.lock.holder.new`} && mv -f ${`${STATE_DIR}/.lock.holder.new`} ${`${STATE_DIR}/lock.holder`}`,
+    sh`printf '%s %s\n' "$$" ${holder} > ${`${STATE_DIR}/.lock.holder.new`} && mv -f ${`${STATE_DIR}/.lock.holder.new`} ${`${STATE_DIR}/lock.holder`}`,
     'echo LOCKED',
     'cat >/dev/null',
   ].join('\n');
