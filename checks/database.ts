@@ -2,7 +2,7 @@ import type { Check } from '../scripts/lib/check.ts';
 import { databaseName } from '../scripts/lib/inventory.ts';
 import type { Host } from '../scripts/lib/inventory.ts';
 import { sh } from '../scripts/lib/shell.ts';
-import { PG_CA_PATH } from '../scripts/lib/steps/postgres.ts';
+import { clusterPsql, NEWEST_CLUSTER, PG_CA_PATH } from '../scripts/lib/steps/postgres.ts';
 
 const TABLES = ['documents', 'indexes', 'persistence_globals'];
 const query = `select table_name from information_schema.tables where table_schema = 'public' and table_name in (${TABLES.map(t => `'${t}'`).join(', ')})`;
@@ -22,7 +22,7 @@ function externalProbe(host: Host): string {
 /** The instance's database exists and holds the backend's tables. */
 export const database: Check = {
   name: 'database',
-  probe: host => (host.postgres.mode === 'local' ? sh`runuser -u postgres -- psql -XAtq -d ${databaseName(host)} -c ${query}` : externalProbe(host)),
+  probe: host => (host.postgres.mode === 'local' ? `${NEWEST_CLUSTER}; ${clusterPsql(sh`-XAtq -d ${databaseName(host)} -c ${query}`)}` : externalProbe(host)),
   verdict: (out, code, host) => {
     if (code !== 0) return `cannot query database ${databaseName(host)}`;
     const missing = TABLES.filter(t => !out.split('\n').includes(t));

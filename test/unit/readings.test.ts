@@ -81,7 +81,7 @@ test('the log probe finds the lines the checks look for', () => {
 
 test("PostgreSQL's configuration files are read with the newest cluster's version", async () => {
   const root = mkdtempSync(join(tmpdir(), 'cxo-pg-'));
-  for (const version of ['13', '15']) mkdirSync(join(root, version, 'main', 'conf.d'), { recursive: true });
+  for (const version of ['9.6', '10', '15', '13', 'backup']) mkdirSync(join(root, version, 'main', 'conf.d'), { recursive: true });
   writeFileSync(join(root, '15', 'main', 'pg_hba.conf'), 'local all postgres peer\n');
   writeFileSync(join(root, '15', 'main', '.pg_hba.conf.convex-ops.abcdef'), '');
   const conn = localConnection(script => script.replaceAll('/etc/postgresql', root));

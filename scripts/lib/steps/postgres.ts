@@ -24,6 +24,25 @@ export interface ClusterState {
 
 const ROLE_COMMENT = MANAGED_MARKER;
 
+/**
+ * Sets $v to the newest cluster version under /etc/postgresql (digits and dots), as
+ * `ls | sort -V | tail -n 1` would, in the shell alone.
+ */
+export const NEWEST_CLUSTER =
+  'v=; for p in /etc/postgresql/*/; do p=${p%/}; p=${p##*/}; case "$p" in \'\'|*[!0-9.]*) continue ;; esac; ' +
+  'if [ -z "$v" ] || [ "${p%%.*}" -gt "${v%%.*}" ] || { [ "${p%%.*}" -eq "${v%%.*}" ] && [ "${p#*.}" -gt "${v#*.}" ]; }; then v=$p; fi; done';
+
+/**
+ * psql against cluster $v/main, as postgres: that version's own binary on the cluster's port
+ * (postgresql.conf, then conf.d, the last setting winning), which is what pg_wrapper would run
+ * but without starting Perl; pg_wrapper itself when that fails. `args` are quoted already.
+ */
+export function clusterPsql(args: string): string {
+  const bin = '"/usr/lib/postgresql/$v/bin/psql"';
+  const port = `p=$(sed -n '/^[[:space:]]*port[[:space:]]*=/{s/^[^=]*=[[:space:]]*\\([0-9]*\\).*/\\1/;h;};\${x;p;}' "/etc/postgresql/$v/main/postgresql.conf" "/etc/postgresql/$v/main/conf.d/"*.conf 2>/dev/null)`;
+  return `{ [ -x ${bin} ] && { ${port}; runuser -u postgres -- ${bin} -p "\${p:-5432}" ${args}; }; } || runuser -u postgres -- psql --cluster "$v/main" ${args}`;
+}
+
 /** Everything about the cluster in one query; names are validated identifiers, safe to inline. */
 export function clusterFact(host: Host): Fact<ClusterState> {
   const role = host.postgres.user;
@@ -35,11 +54,11 @@ export function clusterFact(host: Host): Fact<ClusterState> {
   return {
     key: `postgres:${role}:${db}`,
     command: [
-      'v=$(ls -1 /etc/postgresql 2>/dev/null | sort -V | tail -n 1)',
+      NEWEST_CLUSTER,
       '[ -n "$v" ] || exit 0',
       'echo "version $v"',
       // A cluster that answers is online. pg_lsclusters (Perl, slow to start) only says why not.
-      sh`if out=$(runuser -u postgres -- psql --cluster "$v/main" -XAtq -F '\t' -c ${query}); then echo 'status online'; printf '%s\n' "$out"; else ` +
+      `if out=$(${clusterPsql(sh`-XAtq -F '\t' -c ${query}`)}); then echo 'status online'; printf '%s\n' "$out"; else ` +
         `pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'; fi`,
     ].join('\n'),
     parse: out => {
@@ -132,9 +151,8 @@ export function newestClusterFile(name: string): Fact<{ version?: string; state?
     key: `postgres-newest:${name}`,
     command: usable
       ? [
-          'v=$(ls -1 /etc/postgresql 2>/dev/null | sort -V | tail -n 1)',
-          // A version is digits and dots; anything else is left to the step's own reading.
-          `case "$v" in ''|*[!0-9.]*) exit 0 ;; esac`,
+          NEWEST_CLUSTER,
+          '[ -n "$v" ] || exit 0',
           'echo "version $v"',
           template.command.replaceAll(VERSION, '"$v"'),
         ].join('\n')
