@@ -1,0 +1,87 @@
+// After a promotion the inventory must say what prod now runs, or the next plain run would put
+// the old images back. This pins a host's images in its own [hosts.NAME] table by editing the
+// text (comments, order and formatting are kept), then proves the edit: the new file must load,
+// and every host must come out exactly as before except for the two image references. Only
+// then does it replace the file, atomically. Anything it cannot do safely, it leaves to the
+// operator with the lines to add.
+import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { loadInventory } from './inventory.ts';
+import type { Host } from './inventory.ts';
+import { unifiedDiff } from './files.ts';
+
+export interface PinnedImages { backend_image: string; dashboard_image: string }
+
+export type PinResult = { ok: true; diff: string } | { ok: false; reason: string; lines: string };
+
+const tableHeader = (name: string) => new RegExp(`^\\s*\\[\\s*hosts\\s*\\.\\s*(?:${name}|"${name}"|'${name}')\\s*\\]\\s*(?:#.*)?$`);
+const anyHeader = /^\s*\[/;
+const keyLine = (key: string) => new RegExp(`^\\s*${key}\\s*=`);
+const PIN_COMMENT = '# promoted';
+
+/** The text with the host's images pinned, or why that cannot be done by a plain edit. */
+export function withPinnedImages(text: string, hostName: string, images: PinnedImages, comment: string): string | { reason: string } {
+  const lines = text.split('\n');
+  const start = lines.findIndex(l => tableHeader(hostName).test(l));
+  if (start < 0) return { reason: `there is no [hosts.${hostName}] table header to edit` };
+  let end = lines.findIndex((l, i) => i > start && anyHeader.test(l));
+  if (end < 0) end = lines.length;
+  const keys = ['backend_image', 'dashboard_image'] as const;
+  const find = (key: string) => lines.findIndex((l, i) => i > start && i < end && keyLine(key).test(l));
+  const line = (key: (typeof keys)[number]) => `${key} = ${JSON.stringify(images[key])}`;
+  // Keys the table already has are replaced where they are, under one fresh comment.
+  const present = keys.filter(k => find(k) >= 0);
+  for (const key of present) lines[find(key)] = line(key);
+  if (present.length) {
+    const first = Math.min(...present.map(find));
+    if (lines[first - 1]?.trim().startsWith(PIN_COMMENT) && first - 1 > start) lines[first - 1] = comment;
+    else {
+      lines.splice(first, 0, comment);
+      end++;
+    }
+  }
+  // The others go after the table's last key, before the blank lines that end it.
+  const missing = keys.filter(k => !present.includes(k));
+  if (missing.length) {
+    let insert = end;
+    while (insert - 1 > start && lines[insert - 1]!.trim() === '') insert--;
+    lines.splice(insert, 0, comment, ...missing.map(line));
+  }
+  return lines.join('\n');
+}
+
+function comparable(host: Host, images?: PinnedImages): string {
+  return JSON.stringify({ ...host, ...(images ?? {}) });
+}
+
+export function pinHostImages(path: string, hostName: string, images: PinnedImages, comment: string): PinResult {
+  const lines = `[hosts.${hostName}]\n${comment}\nbackend_image = ${JSON.stringify(images.backend_image)}\ndashboard_image = ${JSON.stringify(images.dashboard_image)}`;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    return { ok: false, reason: `cannot read ${path}: ${(error as Error).message}`, lines };
+  }
+  const edited = withPinnedImages(text, hostName, images, comment);
+  if (typeof edited !== 'string') return { ok: false, reason: edited.reason, lines };
+  const tmp = `${path}.convex-ops-${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, edited, { mode: statSync(path).mode & 0o777 });
+    const before = loadInventory(path);
+    const after = loadInventory(tmp);
+    const same =
+      before.hosts.size === after.hosts.size &&
+      [...before.hosts].every(([name, host]) => {
+        const other = after.hosts.get(name);
+        return other !== undefined && comparable(other) === comparable(host, name === hostName ? images : undefined);
+      });
+    if (!same) {
+      rmSync(tmp, { force: true });
+      return { ok: false, reason: 'the edited inventory would have changed more than the two image references', lines };
+    }
+    renameSync(tmp, path);
+  } catch (error) {
+    rmSync(tmp, { force: true });
+    return { ok: false, reason: (error as Error).message.split('\n')[0]!, lines };
+  }
+  return { ok: true, diff: unifiedDiff(path, text, edited) };
+}
