@@ -38,14 +38,16 @@ test('SCRAM verifiers are made and checked without logging in', () => {
 
 test('.env keeps INSTANCE_SECRET and other keys; passwords are URL-encoded in POSTGRES_URL', () => {
   const current = parseEnv('INSTANCE_SECRET=' + 'f'.repeat(64) + '\nMY_OWN=1\n');
-  const wanted = wantedEnv(host, current, undefined);
+  const wanted = wantedEnv(host, current);
   assert.equal(wanted.get('INSTANCE_SECRET'), 'f'.repeat(64));
   assert.equal(wanted.get('MY_OWN'), '1');
   assert.match(wanted.get('POSTGRES_PASSWORD')!, /^[A-Za-z0-9]{40}$/);
   assert.deepEqual(parseEnv(renderEnv(wanted)), wanted);
-  const fresh = wantedEnv(host, new Map(), undefined);
+  const fresh = wantedEnv(host, new Map());
   assert.match(fresh.get('INSTANCE_SECRET')!, /^[0-9a-f]{64}$/);
-  assert.equal(wantedEnv(host, new Map(), 'e'.repeat(64)).get('INSTANCE_SECRET'), 'e'.repeat(64), 'the backend-generated secret is adopted');
+  assert.equal(wantedEnv(host, new Map(), { secret: 'e'.repeat(64), project: 'convexlegacy' }).get('INSTANCE_SECRET'), 'e'.repeat(64), 'the backend-generated secret is adopted');
+  assert.equal(wantedEnv(host, new Map(), { project: 'convexlegacy' }).get('COMPOSE_PROJECT_NAME'), 'convexlegacy', 'the running compose project is kept');
+  assert.equal(wantedEnv(host, parseEnv('COMPOSE_PROJECT_NAME=convex\n'), { project: 'other' }).get('COMPOSE_PROJECT_NAME'), 'convex');
   const external: Host = { ...host, postgres: { mode: 'external', user: 'convex', url: 'postgresql://db.example.com:25060?sslmode=require', password_env: 'X' } };
   const url = new URL(postgresUrl(external, "p@ss:w/rd%#?'!"));
   assert.equal(decodeURIComponent(url.password), "p@ss:w/rd%#?'!");

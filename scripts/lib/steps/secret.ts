@@ -107,13 +107,23 @@ export function passwordFromCompose(host: Host, composeText: string | undefined)
   return undefined;
 }
 
-export function wantedEnv(host: Host, current: EnvValues, adopted: string | undefined, composePassword?: string): EnvValues {
+/** What an install that convex-ops did not make already has, and must keep. */
+export interface Adopted {
+  /** The INSTANCE_SECRET the backend generated itself. */
+  secret?: string;
+  /** The database password in the hand-written compose file. */
+  password?: string;
+  /** The compose project of the running containers (Compose v1 names it after the real path). */
+  project?: string;
+}
+
+export function wantedEnv(host: Host, current: EnvValues, adopted: Adopted = {}): EnvValues {
   const values = new Map(current);
-  values.set('COMPOSE_PROJECT_NAME', values.get('COMPOSE_PROJECT_NAME') ?? 'convex');
-  if (!values.get('INSTANCE_SECRET')) values.set('INSTANCE_SECRET', adopted ?? randomBytes(32).toString('hex'));
+  values.set('COMPOSE_PROJECT_NAME', values.get('COMPOSE_PROJECT_NAME') ?? adopted.project ?? 'convex');
+  if (!values.get('INSTANCE_SECRET')) values.set('INSTANCE_SECRET', adopted.secret ?? randomBytes(32).toString('hex'));
   let password: string;
   if (host.postgres.mode === 'local') {
-    password = values.get('POSTGRES_PASSWORD') || composePassword || generatePassword();
+    password = values.get('POSTGRES_PASSWORD') || adopted.password || generatePassword();
     values.set('POSTGRES_PASSWORD', password);
   } else {
     password = process.env[host.postgres.password_env!]!;
@@ -128,16 +138,28 @@ export async function writeEnv(ctx: StepContext, values: EnvValues): Promise<boo
   return ensureFile(ctx, { path: envPath(ctx.host), content: renderEnv(values), mode: '600', secret: true, label: '.env' });
 }
 
+/** The compose project that owns a running convex-backend container, if any. */
+const runningProject: Fact<string | undefined> = {
+  key: 'backend-compose-project',
+  command: `docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}' convex-backend`,
+  parse: out => out.trim() || undefined,
+};
+
 export const secret: Step = {
   name: 'secret',
-  facts: host => [fileFact(envPath(host)), adoptedSecret(host), fileFact(composePath(host))],
+  facts: host => [fileFact(envPath(host)), adoptedSecret(host), fileFact(composePath(host)), runningProject],
   async run(ctx) {
     const current = await readEnv(ctx);
-    const adopted = current.get('INSTANCE_SECRET') ? undefined : await ctx.fact(adoptedSecret(ctx.host));
     const compose = await ctx.fact(fileFact(composePath(ctx.host)));
-    const composePassword = compose.kind === 'file' && !current.get('POSTGRES_PASSWORD') ? passwordFromCompose(ctx.host, compose.content) : undefined;
-    const wanted = wantedEnv(ctx.host, current, adopted, composePassword);
-    if (!current.get('INSTANCE_SECRET')) ctx.changes.push(adopted ? 'adopt the INSTANCE_SECRET the backend generated' : 'generate INSTANCE_SECRET');
+    const adopted: Adopted = {
+      secret: current.get('INSTANCE_SECRET') ? undefined : await ctx.fact(adoptedSecret(ctx.host)),
+      password: compose.kind === 'file' && !current.get('POSTGRES_PASSWORD') ? passwordFromCompose(ctx.host, compose.content) : undefined,
+      // Keeping the project of the containers already running makes compose replace them,
+      // rather than fail on their names or start a second project beside them.
+      project: current.get('COMPOSE_PROJECT_NAME') ? undefined : await ctx.fact(runningProject),
+    };
+    const wanted = wantedEnv(ctx.host, current, adopted);
+    if (!current.get('INSTANCE_SECRET')) ctx.changes.push(adopted.secret ? 'adopt the INSTANCE_SECRET the backend generated' : 'generate INSTANCE_SECRET');
     await writeEnv(ctx, wanted);
     return 'INSTANCE_SECRET and database credentials in place (mode 0600)';
   },
