@@ -220,7 +220,8 @@ test('external mode: PostgreSQL with TLS on another droplet, a password with @:/
     ].join('\n'),
     { input: readFileSync(join(dir, 'server.pem'), 'utf8') + readFileSync(join(dir, 'server.key'), 'utf8') },
   );
-  await fleet.exec('pg', `runuser -u postgres -- psql -q -v pw="$PW" -c "CREATE ROLE convex LOGIN CREATEDB PASSWORD :'pw'"`, { env: { PW: password } });
+  // psql interpolates :'pw' (quoted safely) only in SQL it reads, not in -c.
+  await fleet.exec('pg', 'runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -v pw="$PW"', { env: { PW: password }, input: "CREATE ROLE convex LOGIN CREATEDB PASSWORD :'pw';\n" });
 
   const inventory = await fleet.writeInventory('external', {
     hosts: { ext: { postgres: { mode: 'external', url: `postgresql://${ip}:5432`, password_env: 'EXT_PG_PASSWORD', ca_file: join(dir, 'ca.pem') } } },
