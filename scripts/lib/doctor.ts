@@ -574,6 +574,23 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
     );
   }
 
+  // -- the database the backend asks for: INSTANCE_NAME decides it
+  const ownDb = databaseName(host);
+  const hbaDb = /database "([^"]+)"/.exec(logged.get('postgres-hba')?.line ?? '')?.[1];
+  const renamed = instanceName !== undefined && instanceName !== host.instance_name;
+  if (renamed) {
+    add(
+      'instance-name',
+      'problem',
+      `${composePath(host)} sets INSTANCE_NAME=${instanceName} where the inventory says ${host.instance_name}, so the backend uses database ${dbName} instead of ${ownDb}` +
+        `${local && hbaDb === dbName ? ' (which pg_hba.conf does not let it reach)' : ''} and refuses admin keys made for ${host.instance_name}${says('postgres-db-missing') || says('postgres-hba')}`,
+      `${run('install')} puts INSTANCE_NAME=${host.instance_name} back; to move to ${instanceName} instead, set instance_name = "${instanceName}" in the inventory and run ${run('install')} (it creates ${dbName})`,
+    );
+  } else if (hbaDb && hbaDb !== ownDb) {
+    add('postgres-wrong-database', 'problem', `the backend asks PostgreSQL for database ${hbaDb}, but this host's database is ${ownDb} (from instance_name ${host.instance_name})${says('postgres-hba')}`, `check INSTANCE_NAME in ${composePath(host)} and ${envPath(host)}; ${run('install')} puts INSTANCE_NAME=${host.instance_name} back`);
+  }
+  const recreate = (db: string) => `${run('postgres')} creates an empty ${db}; if its data is in a database of another name (renamed, restored elsewhere), rename that one back instead (ALTER DATABASE … RENAME TO ${db})`;
+
   // -- PostgreSQL on the droplet
   const pg = state.postgres;
   const gateway = state.networks.bridgeGateway;
@@ -608,7 +625,8 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
       );
     } else if (pg.installed) {
       const uncovered = state.networks.subnets.filter(s => !subnetCovered(s, pg.hbaSubnets));
-      if (uncovered.length || logged.has('postgres-hba')) {
+      // A refusal for another database is INSTANCE_NAME's doing, not the block's.
+      if (uncovered.length || (logged.has('postgres-hba') && (!hbaDb || hbaDb === ownDb))) {
         add(
           'postgres-hba',
           'problem',
@@ -618,7 +636,7 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
       }
     }
     if (pg.online && pg.database === false) {
-      add('postgres-db-missing', 'problem', `database ${databaseName(host)} does not exist${says('postgres-db-missing')}`, `${run('postgres')} creates it (owned by ${host.postgres.user})`);
+      add('postgres-db-missing', 'problem', `database ${ownDb}, which Convex uses for INSTANCE_NAME ${host.instance_name}, does not exist${says('postgres-db-missing')}`, recreate(ownDb));
     }
   }
   if (local && parsedUrl && !['host.docker.internal', gateway].includes(parsedUrl.hostname)) {
@@ -638,16 +656,13 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
   } else if (logged.has('postgres-resolve')) {
     add('postgres-resolve', 'problem', `the backend cannot resolve the database host ${parsedUrl?.hostname ?? ''}${says('postgres-resolve')}`, `check the host in POSTGRES_URL; for the local server use host.docker.internal with extra_hosts host.docker.internal:host-gateway (${run('install')})`);
   }
-  if (logged.has('postgres-db-missing') && !findings.has('postgres-db-missing')) {
+  if (logged.has('postgres-db-missing') && !findings.has('postgres-db-missing') && !renamed) {
     const named = logged.get('postgres-db-missing')!.detail ?? dbName;
-    const renamed = instanceName && instanceName !== host.instance_name;
     add(
       'postgres-db-missing',
       'problem',
-      `database ${named} does not exist: Convex uses INSTANCE_NAME (${instanceName ?? host.instance_name}) with "-" as "_" as the database name${renamed ? `, and ${composePath(host)} says INSTANCE_NAME=${instanceName} where the inventory says ${host.instance_name}` : ''}${says('postgres-db-missing')}`,
-      renamed
-        ? `${run('install')} puts INSTANCE_NAME=${host.instance_name} back (or, to use ${named}, set instance_name in the inventory and run ${run('postgres')} to create it)`
-        : local ? `${run('postgres')} creates ${named}` : `create database ${named} on the external server (CREATE DATABASE ${named}), or ${run('postgres')} with a role allowed to`,
+      `database ${named} does not exist: Convex uses INSTANCE_NAME (${instanceName ?? host.instance_name}) with "-" as "_" as the database name${says('postgres-db-missing')}`,
+      local ? recreate(named) : `create database ${named} on the external server (CREATE DATABASE ${named}), or ${run('postgres')} with a role allowed to`,
     );
   }
   if (logged.has('postgres-password')) {

@@ -146,16 +146,27 @@ test('TLS: a local server without sslmode=disable / DO_NOT_REQUIRE_SSL; an exter
   assert.ok(ids(diagnose(host, ssl)).includes('postgres-ssl-required'));
 });
 
-test('"database X does not exist": INSTANCE_NAME changed by hand in the compose file', () => {
-  const s = looping(healthy(), ['ERROR Failed to connect to Postgres database convex_other: FATAL:  database "convex_other" does not exist']);
-  s.compose.content = s.compose.content.replace('INSTANCE_NAME: convex-self-hosted', 'INSTANCE_NAME: convex-other');
-  const f = find(diagnose(host, s), 'postgres-db-missing');
-  assert.match(f.cause, /database convex_other does not exist.*INSTANCE_NAME=convex-other where the inventory says convex-self-hosted/);
-  assert.match(f.fix, /install\.ts --host dev puts INSTANCE_NAME=convex-self-hosted back/);
-  // The instance's own database gone (as PostgreSQL reports it).
-  const gone = healthy();
+test('"database X does not exist": the database gone, or INSTANCE_NAME changed by hand', () => {
+  // The instance's database renamed away: PostgreSQL says so, and so does the backend.
+  const gone = looping(healthy(), ['ERROR Failed to connect to Postgres database convex_self_hosted: FATAL:  database "convex_self_hosted" does not exist']);
   gone.postgres!.database = false;
-  assert.match(find(diagnose(host, gone), 'postgres-db-missing').fix, /scripts\/postgres\.ts --host dev/);
+  const f = find(diagnose(host, gone), 'postgres-db-missing');
+  assert.match(f.cause, /database convex_self_hosted, which Convex uses for INSTANCE_NAME convex-self-hosted, does not exist; the backend logs ".*database "convex_self_hosted" does not exist"/);
+  assert.match(f.fix, /scripts\/postgres\.ts --host dev creates an empty convex_self_hosted; .*RENAME TO convex_self_hosted/);
+  // INSTANCE_NAME changed: with the convex-ops pg_hba block, PostgreSQL refuses the other database
+  // before it says whether it exists; either way the cause is INSTANCE_NAME, not pg_hba.
+  for (const line of [
+    'ERROR Failed to connect to Postgres database convex_other: FATAL:  database "convex_other" does not exist',
+    'ERROR Failed to connect to Postgres database convex_other: FATAL: no pg_hba.conf entry for host "172.18.0.2", user "convex", database "convex_other", no encryption',
+  ]) {
+    const s = looping(healthy(), [line]);
+    s.compose.content = s.compose.content.replace('INSTANCE_NAME: convex-self-hosted', 'INSTANCE_NAME: convex-other');
+    const findings = diagnose(host, s);
+    assert.deepEqual(ids(findings), ['backend-restart-loop', 'instance-name'], line);
+    const renamed = find(findings, 'instance-name');
+    assert.match(renamed.cause, /INSTANCE_NAME=convex-other where the inventory says convex-self-hosted, so the backend uses database convex_other instead of convex_self_hosted/);
+    assert.match(renamed.fix, /install\.ts --host dev puts INSTANCE_NAME=convex-self-hosted back/);
+  }
 });
 
 test('connection refused: PostgreSQL down, listening on localhost only, pg_hba block gone, wrong host', () => {
