@@ -1,8 +1,12 @@
 import type { Check } from '../scripts/lib/check.ts';
+import { backendProbe, DASHBOARD_URL, parseBackendProbe } from './backend-probe.ts';
 
 /** The dashboard answers 200 on the droplet. */
 export const dashboardAnswers: Check = {
   name: 'dashboard',
-  probe: () => `curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:6791/`,
-  verdict: out => (out.trim() === '200' ? undefined : `the dashboard answered ${out.trim() || 'nothing'} on port 6791`),
+  probe: backendProbe,
+  verdict: out => {
+    const code = parseBackendProbe(out).http.get(DASHBOARD_URL);
+    return code === '200' ? undefined : `the dashboard answered ${code && code !== '000' ? code : 'nothing'} on port 6791`;
+  },
 };

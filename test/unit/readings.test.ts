@@ -15,6 +15,9 @@ import { probeFacts, runChecks } from '../../scripts/lib/check.ts';
 import { gatherFacts } from '../../scripts/lib/step.ts';
 import { newestClusterFile } from '../../scripts/lib/steps/postgres.ts';
 import { backendConnected, noErrors } from '../../checks/backend-logs.ts';
+import { backendHealthy } from '../../checks/backend-healthy.ts';
+import { dashboardAnswers } from '../../checks/dashboard.ts';
+import { imagesPinned } from '../../checks/images-pinned.ts';
 
 const host = { name: 'local' } as Host;
 
@@ -61,13 +64,24 @@ test('readings taken earlier (with the state) are judged without another command
   assert.equal(results[0]!.status, 'ok');
 });
 
-test('the backend log checks share one reading of the log', () => {
-  assert.equal(backendConnected.probe(host), noErrors.probe(host));
-  const out = 'error 2024 ERROR something broke\nconnected 1\n';
-  assert.equal(backendConnected.verdict(out, 0, host), undefined);
-  assert.match(noErrors.verdict(out, 0, host) ?? '', /something broke/);
-  assert.match(backendConnected.verdict('connected 0\n', 0, host) ?? '', /has not logged/);
-  assert.equal(noErrors.verdict('connected 3\n', 0, host), undefined);
+test('the backend checks share one reading, and each judges its part', () => {
+  const pinned = { ...host, backend_image: 'r/convex-backend:1', dashboard_image: 'r/convex-dashboard:1' };
+  const shared = [backendHealthy, dashboardAnswers, backendConnected, noErrors, imagesPinned];
+  assert.equal(new Set(shared.map(c => c.probe(pinned))).size, 1);
+  const doc = (d: object) => `${JSON.stringify(d)}\n\n@@convex-ops-docker-api 200\n`;
+  const engine =
+    doc({ Name: '/convex-backend', Image: 'sha256:b', Config: { Image: 'r/convex-backend:1' }, State: { Status: 'running', StartedAt: 'T', Health: { Status: 'healthy' } } }) +
+    doc({ Name: '/convex-dashboard', Image: 'sha256:d', Config: { Image: 'r/convex-dashboard:1' }, State: { Status: 'running' } }) +
+    doc({ Id: 'sha256:b' }) +
+    doc({ Id: 'sha256:old' });
+  const out = `${engine}http http://127.0.0.1:3210/version 200\nhttp http://127.0.0.1:6791/ 000\nerror 2024 ERROR something broke\nconnected 1\n`;
+  assert.equal(backendHealthy.verdict(out, 0, pinned), undefined);
+  assert.match(dashboardAnswers.verdict(out, 0, pinned) ?? '', /answered nothing on port 6791/);
+  assert.equal(backendConnected.verdict(out, 0, pinned), undefined);
+  assert.match(noErrors.verdict(out, 0, pinned) ?? '', /something broke/);
+  assert.match(imagesPinned.verdict(out, 0, pinned) ?? '', /convex-dashboard runs an image other than/);
+  assert.match(backendConnected.verdict('connected 0\n', 0, pinned) ?? '', /has not logged/);
+  assert.match(backendHealthy.verdict('', 0, pinned) ?? '', /missing container/);
 });
 
 test('the log probe finds the lines the checks look for', () => {
