@@ -1,0 +1,337 @@
+// npm run bench [-- --runs N] [--keep]
+//
+// How long a no-op re-run takes on converged hosts, against the floor set by the tool's own
+// start-up (issue 8). A script that prints figures, not a timed test:
+//
+//   1. a fleet of 10 droplets without domains ("bench"; reused when it is already up);
+//   2. converged by a real first run of install.ts on all of them (--parallel 10), then checked
+//      to be a no-op;
+//   3. measured, each as the median of N runs (default 5) after one warm-up run:
+//      - the floor: `npx zx test/bench/noop.ts`, a script that does nothing;
+//      - start-up: `npx zx scripts/install.ts --help` (our modules loaded, nothing connected);
+//      - the no-op install on 1, 5 and 10 hosts: `npx zx scripts/install.ts --host … --json`,
+//        with the SSH connections and remote commands per host from its JSON;
+//   4. written to test/bench/results.json and results.md, and printed.
+//
+// Every measured install must be a real no-op (nothing changed, nothing failed), else the bench
+// says so and exits 1. Memory: each run goes through /usr/bin/time, whose maximum resident set
+// is that of the largest single process of the run (npx's node or the node that runs zx and our
+// script); one more run of 10 hosts polls /proc for each process's own peak, to say which it is.
+// The machine's load average is recorded before and after each series: these droplets share the
+// machine's CPUs with the tool being measured, so a loaded machine makes every figure slower.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fleetDown, fleetUp } from '../fleet/index.ts';
+import type { Fleet } from '../fleet/index.ts';
+import { repoRoot } from '../fleet/paths.ts';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    keep: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (values.help) {
+  console.log('usage: npm run bench [-- --runs N] [--keep]\n\n  --runs N  measured runs per figure (default 5, at least 5 for the results file)\n  --keep    leave the fleet "bench" up afterwards (the next bench reuses it)');
+  process.exit(0);
+}
+const RUNS = Math.max(1, Number(values.runs));
+const FLEET = 'bench';
+const SIZES = [1, 5, 10];
+const DROPLETS = Array.from({ length: 10 }, (_, i) => ({ name: `b${String(i + 1).padStart(2, '0')}` }));
+const OUT_DIR = path.join(repoRoot, 'test', 'bench');
+const TIME = '/usr/bin/time';
+
+const TARGETS = { oneHostOverFloor: 0.5, tenHostsOverFloor: 1.0, commandsPerHost: 12, connectionsPerHost: 1, peakMemoryMB: 150 };
+
+interface Measured {
+  wall: number;
+  /** Largest single process of the run (ru_maxrss of the waited-for tree), MB. */
+  maxRssMB: number;
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `npx ARGS` in the repo as a user would, through /usr/bin/time for its peak memory. */
+async function measure(args: string[]): Promise<Measured> {
+  const timeFile = path.join(os.tmpdir(), `convex-ops-bench-${process.pid}.time`);
+  const started = process.hrtime.bigint();
+  const result = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(TIME, ['-f', '%M', '-o', timeFile, 'npx', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', code => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+  const wall = Number(process.hrtime.bigint() - started) / 1e9;
+  const kb = Number((await fs.readFile(timeFile, 'utf8')).trim().split('\n').pop());
+  await fs.rm(timeFile, { force: true });
+  return { wall, maxRssMB: kb / 1024, ...result };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const round = (x: number, digits = 2) => Number(x.toFixed(digits));
+const load = () => os.loadavg().map(l => round(l, 2)) as [number, number, number];
+
+interface HostJson { host: string; connections: number; commands: number; seconds: number; recap: { ok: number; changed: number; failed: number; skipped: number }; steps: Array<{ step: string; status: string; detail: string; seconds: number }> }
+
+function parseRun(m: Measured, what: string): HostJson[] {
+  let doc: { hosts: HostJson[] };
+  try {
+    doc = JSON.parse(m.stdout) as { hosts: HostJson[] };
+  } catch {
+    throw new Error(`${what}: no JSON on stdout (exit ${m.code})\n${m.stderr.slice(-3000)}`);
+  }
+  return doc.hosts;
+}
+
+interface Figure {
+  what: string;
+  args: string[];
+  /** Hosts of a no-op install; undefined for the floor and the start-up. */
+  hosts?: number;
+  results: Measured[];
+  /** The 1-minute load average when each measured run started. */
+  loads: number[];
+  /** Each measured install's hosts from its JSON. */
+  perRun: HostJson[][];
+}
+
+interface Summary {
+  what: string;
+  command: string;
+  runs: number[];
+  median: number;
+  maxRssMB: { median: number; max: number };
+  load: { median: number; min: number; max: number };
+}
+
+function summarize(f: Figure): Summary {
+  const walls = f.results.map(r => r.wall);
+  const rss = f.results.map(r => r.maxRssMB);
+  return {
+    what: f.what,
+    command: `npx ${f.args.join(' ')}`,
+    runs: walls.map(w => round(w)),
+    median: round(median(walls)),
+    maxRssMB: { median: round(median(rss), 1), max: round(Math.max(...rss), 1) },
+    load: { median: round(median(f.loads)), min: Math.min(...f.loads), max: Math.max(...f.loads) },
+  };
+}
+
+/** One more run, polling /proc for every process of the tree and its own peak (VmHWM). */
+async function memoryBreakdown(args: string[]): Promise<Array<{ pid: number; command: string; peakMB: number }>> {
+  const child = spawn('npx', args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.resume();
+  child.stderr.resume();
+  const peaks = new Map<number, { command: string; peakKB: number }>();
+  const children = (pid: number): number[] => {
+    const out: number[] = [];
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const list = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+        if (list) out.push(...list.split(' ').map(Number));
+      }
+    } catch {
+      // gone
+    }
+    return out;
+  };
+  const poll = () => {
+    const queue = [child.pid!];
+    while (queue.length) {
+      const pid = queue.shift()!;
+      try {
+        const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+        const hwm = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+        const seen = peaks.get(pid);
+        if (!seen || hwm > seen.peakKB) peaks.set(pid, { command: cmdline.slice(0, 120), peakKB: hwm });
+      } catch {
+        // gone
+      }
+      queue.push(...children(pid));
+    }
+  };
+  const timer = setInterval(poll, 20);
+  await new Promise(resolve => child.on('close', resolve));
+  clearInterval(timer);
+  return [...peaks].map(([pid, p]) => ({ pid, command: p.command, peakMB: round(p.peakKB / 1024, 1) })).filter(p => p.peakMB > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+if (!existsSync(TIME)) {
+  console.error(`${TIME} is missing (apt-get install time): the bench reads peak memory from it`);
+  process.exit(1);
+}
+
+const benchStarted = Date.now();
+process.stderr.write(`[bench] load average ${load().join(' ')} on ${os.cpus().length} CPUs\n`);
+/** Ten droplets starting at once on a loaded machine may time out; a second attempt recreates them. */
+async function upWithRetry(): Promise<Fleet> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fleetUp({ name: FLEET, droplets: DROPLETS, reuse: true, pebble: false });
+    } catch (error) {
+      if (attempt === 3) throw error;
+      process.stderr.write(`[bench] fleet up failed (${(error as Error).message.split('\n')[0]}); trying again\n`);
+    }
+  }
+}
+const fleet = await upWithRetry();
+const inventory = fleet.inventoryPath;
+const names = DROPLETS.map(d => d.name);
+
+try {
+  // Converge: a real install on every droplet, until one run changes nothing.
+  let hosts = names;
+  for (let attempt = 1; ; attempt++) {
+    process.stderr.write(`[bench] converging ${hosts.length} droplet(s) with install.ts (attempt ${attempt})\n`);
+    const started = Date.now();
+    const m = await measure(['zx', 'scripts/install.ts', '--inventory', inventory, '--host', hosts.join(','), '--parallel', '10', '--json']);
+    const runs = parseRun(m, 'converge');
+    const notDone = runs.filter(r => r.recap.failed > 0 || r.recap.changed > 0);
+    process.stderr.write(`[bench]   ${((Date.now() - started) / 1000).toFixed(0)}s: ${runs.length - notDone.length} no-op, ${notDone.length} changed or failed\n`);
+    for (const r of runs.filter(r => r.recap.failed > 0)) {
+      const failed = r.steps.find(s => s.status === 'failed');
+      process.stderr.write(`[bench]   ${r.host} failed at ${failed?.step}: ${failed?.detail.split('\n')[0]}\n`);
+    }
+    if (notDone.length === 0) break;
+    if (attempt === 4) throw new Error(`the fleet did not converge: ${notDone.map(r => r.host).join(', ')}`);
+    hosts = notDone.map(r => r.host);
+  }
+
+  const noopProblems: string[] = [];
+  const install = (hosts: number) => ['zx', 'scripts/install.ts', '--inventory', inventory, '--host', names.slice(0, hosts).join(','), '--json'];
+  const figures: Figure[] = [
+    { what: 'floor: `npx zx test/bench/noop.ts`', args: ['zx', 'test/bench/noop.ts'], results: [], loads: [], perRun: [] },
+    { what: 'start-up: `install.ts --help`', args: ['zx', 'scripts/install.ts', '--help'], results: [], loads: [], perRun: [] },
+    ...SIZES.map(hosts => ({ what: `no-op install, ${hosts} host${hosts > 1 ? 's' : ''}`, args: install(hosts), hosts, results: [], loads: [], perRun: [] })),
+  ];
+  // Round by round (the first a warm-up), every figure once per round, so that a change in the
+  // machine's load touches all figures alike rather than whichever series ran at that time.
+  for (let round = 0; round <= RUNS; round++) {
+    process.stderr.write(`[bench] ${round === 0 ? 'warm-up' : `round ${round}/${RUNS}`} (load ${load().join(' ')}):`);
+    for (const figure of figures) {
+      const loadNow = load()[0];
+      const m = await measure(figure.args);
+      process.stderr.write(` ${m.wall.toFixed(2)}s`);
+      if (figure.hosts !== undefined) {
+        const hosts = parseRun(m, figure.what);
+        for (const h of hosts) {
+          if (h.recap.changed || h.recap.failed) {
+            const bad = h.steps.filter(st => st.status === 'changed' || st.status === 'failed').map(st => `${st.step} ${st.status}: ${st.detail.split('\n')[0]}`);
+            noopProblems.push(`${figure.what}, round ${round}: ${h.host}: ${bad.join('; ')}`);
+          }
+        }
+        if (hosts.length !== figure.hosts) noopProblems.push(`${figure.what}, round ${round}: the JSON names ${hosts.length} hosts`);
+        if (round > 0) figure.perRun.push(hosts);
+      } else if (m.code !== 0) {
+        throw new Error(`${figure.what} exited ${m.code}:\n${m.stderr.slice(-2000)}`);
+      }
+      if (round > 0) {
+        figure.results.push(m);
+        figure.loads.push(loadNow);
+      }
+    }
+    process.stderr.write('\n');
+  }
+  const [floorFigure, startupFigure, ...installFigures] = figures;
+  const floor = summarize(floorFigure!);
+  const startup = summarize(startupFigure!);
+  const installs = installFigures.map(f => {
+    const all = f.perRun.flat();
+    return {
+      ...summarize(f),
+      command: `npx zx scripts/install.ts --inventory <fleet inventory> --host <${f.hosts} hosts> --json`,
+      hosts: f.hosts!,
+      connectionsPerHost: [...new Set(all.map(h => h.connections))].sort(),
+      commandsPerHost: [...new Set(all.map(h => h.commands))].sort(),
+      // The slowest host's own time (connect to close), median over the runs.
+      hostSeconds: round(median(f.perRun.map(run => Math.max(...run.map(h => h.seconds))))),
+    };
+  });
+  process.stderr.write('[bench] memory breakdown: one more run on 10 hosts, polling /proc\n');
+  const breakdown = await memoryBreakdown(['zx', 'scripts/install.ts', '--inventory', inventory, '--host', names.join(','), '--json']);
+
+  // Context for the figures: other engineers' fleets share this machine's CPUs.
+  const otherContainers = execFileSync('docker', ['ps', '--format', '{{.Label "convex-ops.fleet"}}'], { encoding: 'utf8' })
+    .split('\n')
+    .filter(label => label !== FLEET)
+    .join('\n');
+  const one = installs.find(i => i.hosts === 1)!;
+  const ten = installs.find(i => i.hosts === 10)!;
+  const targets = [
+    { target: 'no-op install, 1 host', limit: `≤ floor + ${TARGETS.oneHostOverFloor} s`, measured: `floor + ${round(one.median - floor.median)} s`, met: one.median - floor.median <= TARGETS.oneHostOverFloor },
+    { target: 'no-op install, 10 hosts', limit: `≤ floor + ${TARGETS.tenHostsOverFloor} s`, measured: `floor + ${round(ten.median - floor.median)} s`, met: ten.median - floor.median <= TARGETS.tenHostsOverFloor },
+    { target: 'remote commands per host', limit: `≤ ${TARGETS.commandsPerHost}`, measured: installs.flatMap(i => i.commandsPerHost).filter((v, i, a) => a.indexOf(v) === i).join(', '), met: installs.every(i => i.commandsPerHost.every(c => c <= TARGETS.commandsPerHost)) },
+    { target: 'SSH connections per host', limit: `= ${TARGETS.connectionsPerHost}`, measured: installs.flatMap(i => i.connectionsPerHost).filter((v, i, a) => a.indexOf(v) === i).join(', '), met: installs.every(i => i.connectionsPerHost.every(c => c === TARGETS.connectionsPerHost)) },
+    { target: 'peak memory, 10 hosts', limit: `≤ ${TARGETS.peakMemoryMB} MB`, measured: `${ten.maxRssMB.max} MB`, met: ten.maxRssMB.max <= TARGETS.peakMemoryMB },
+  ];
+
+  const doc = {
+    date: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
+    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; every figure is measured once per round. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M).',
+    otherContainers: otherContainers.trim().split('\n').filter(Boolean).length,
+    runsPerFigure: RUNS,
+    floor,
+    startup,
+    installs,
+    memoryBreakdown10Hosts: breakdown,
+    noopProblems,
+    targets,
+    benchSeconds: Math.round((Date.now() - benchStarted) / 1000),
+  };
+  await fs.writeFile(path.join(OUT_DIR, 'results.json'), `${JSON.stringify(doc, null, 2)}\n`);
+
+  const row = (cells: Array<string | number>) => `| ${cells.join(' | ')} |`;
+  const processLabel = (command: string) =>
+    /npm|npx/.test(command) && !/\/zx\b.*install\.ts/.test(command) ? `npx (${command.split(' ').slice(0, 3).join(' ')})` : /install\.ts/.test(command) ? 'the node running zx and install.ts' : command.split(' ')[0]!;
+  const loadText = (x: Summary) => `${x.load.median} (${x.load.min}–${x.load.max})`;
+  const md = [
+    `# npm run bench: results`,
+    '',
+    `${doc.date}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round, every figure once per round. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
+    '',
+    row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'load avg 1 min (median, min–max)']),
+    row(['---', '---:', '---:', '---', '---:', '---:', '---:', '---:', '---']),
+    row([floor.what, floor.median, '', floor.runs.join(', '), '', '', '', floor.maxRssMB.max, loadText(floor)]),
+    row([startup.what, startup.median, round(startup.median - floor.median), startup.runs.join(', '), '', '', '', startup.maxRssMB.max, loadText(startup)]),
+    ...installs.map(i => row([i.what, i.median, round(i.median - floor.median), i.runs.join(', '), i.hostSeconds, i.connectionsPerHost.join(', '), i.commandsPerHost.join(', '), i.maxRssMB.max, loadText(i)])),
+    '',
+    row(['target (issue 8)', 'limit', 'measured', 'met']),
+    row(['---', '---', '---', '---']),
+    ...targets.map(t => row([t.target, t.limit, t.measured, t.met ? 'yes' : '**no**'])),
+    '',
+    `Peak memory per process, one more run on 10 hosts (/proc VmHWM): ${breakdown.map(p => `${processLabel(p.command)} ${p.peakMB} MB`).join('; ')}.`,
+    '',
+    noopProblems.length ? `**Not a no-op:** ${noopProblems.join('; ')}` : 'Every measured install was a no-op: nothing changed, nothing failed.',
+    '',
+    'Reproduce: `npm run bench` (add `-- --keep` to leave the fleet up for the next run).',
+    '',
+  ].join('\n');
+  await fs.writeFile(path.join(OUT_DIR, 'results.md'), md);
+  process.stdout.write(`\n${md}`);
+  if (noopProblems.length) process.exitCode = 1;
+} finally {
+  if (!values.keep) {
+    process.stderr.write(`[bench] removing fleet ${FLEET} (--keep leaves it up)\n`);
+    await fleetDown(FLEET);
+  } else {
+    process.stderr.write(`[bench] fleet ${FLEET} left up: ${inventory}; remove it with npm run fleet -- down --name ${FLEET}\n`);
+  }
+}
