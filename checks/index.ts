@@ -6,8 +6,17 @@ import { database } from './database.ts';
 import { backendConnected, noErrors } from './backend-logs.ts';
 import { envMode } from './env-mode.ts';
 import { imagesPinned } from './images-pinned.ts';
+import { nginxConfig } from './nginx-config.ts';
+import { httpsChain } from './https-chain.ts';
+import { certificateExpiry } from './certificate-expiry.ts';
+import { websocketUpgrade } from './websocket.ts';
+import { dashboardRestricted } from './dashboard-restricted.ts';
+import { backendPortsLocal } from './backend-ports.ts';
 
 export const installChecks: Check[] = [backendHealthy, dashboardAnswers, database, backendConnected, noErrors, envMode, imagesPinned];
 
+/** nginx, the certificate and what nginx exposes; each applies to hosts with [domains]. */
+export const httpsChecks: Check[] = [nginxConfig, httpsChain, certificateExpiry, websocketUpgrade, dashboardRestricted, backendPortsLocal];
+
 /** Every check that applies to a host (each check's appliesTo decides). */
-export const allChecks: Check[] = [...installChecks];
+export const allChecks: Check[] = [...installChecks, ...httpsChecks];

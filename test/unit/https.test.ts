@@ -1,0 +1,176 @@
+// Planning helpers of nginx, letsencrypt, firewall and the HTTPS checks, as data: no host.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Host } from '../../scripts/lib/inventory.ts';
+import { renderTemplate, templatePath } from '../../scripts/lib/templates.ts';
+import { hasHttp2Directive, renderSite, siteChangeScript } from '../../scripts/lib/steps/nginx.ts';
+import { dnsProblem, planCertificate } from '../../scripts/lib/steps/letsencrypt.ts';
+import type { CertificateState } from '../../scripts/lib/steps/letsencrypt.ts';
+import { openings, planUfw, renderIptablesScript, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
+import { cidrContains, dashboardRestricted } from '../../checks/dashboard-restricted.ts';
+import { backendPortsLocal } from '../../checks/backend-ports.ts';
+import { httpsChain } from '../../checks/https-chain.ts';
+import { websocketUpgrade } from '../../checks/websocket.ts';
+import { nginxConfig } from '../../checks/nginx-config.ts';
+
+const host: Host = {
+  name: 'dev', address: '203.0.113.7', port: 2222, user: 'root', known_hosts: '/k', volume: '/mnt/v', root: '/opt/convex',
+  instance_name: 'swarm-dev', backend_image: 'r/convex-backend:1', dashboard_image: 'r/convex-dashboard:1', bind_address: '127.0.0.1',
+  domains: { api: 'api.example.com', site: 'example.com', dashboard: 'dashboard.example.com' },
+  dashboard_allow: ['198.51.100.0/24', '2001:db8::/32'], firewall: true,
+  acme: { email: 'ops@example.com', directory: 'https://acme.example/dir', ca_bundle: '/local/ca.pem' },
+  postgres: { mode: 'local', user: 'convex' }, backup: { keep: 3 },
+};
+
+test('templates: values, list lines repeated or removed, unknown placeholders refused', () => {
+  assert.equal(renderTemplate('a {{x}} b\n  allow {{list}};\nend {{n}}', { x: 'X', list: ['1', '2'], n: 3 }), 'a X b\n  allow 1;\n  allow 2;\nend 3');
+  assert.equal(renderTemplate('keep\n  http2 {{h}};\nkeep', { h: [] }), 'keep\nkeep');
+  assert.equal(renderTemplate('$host {{v}}', { v: '$x $& $1' }), '$host $x $& $1', 'values are literal');
+  assert.throws(() => renderTemplate('x {{nope}}', { x: '1' }, 'mine.conf'), /mine\.conf uses \{\{nope\}\}/);
+});
+
+test('CONVEX_OPS_FILES: an operator template takes precedence, others still come from files/', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'convex-ops-files-'));
+  writeFileSync(join(dir, 'nginx-site.conf'), '# mine {{managed}}\n');
+  const before = process.env.CONVEX_OPS_FILES;
+  process.env.CONVEX_OPS_FILES = dir;
+  try {
+    assert.equal(templatePath('nginx-site.conf'), join(dir, 'nginx-site.conf'));
+    assert.match(templatePath('nginx-site-http.conf'), /files\/nginx-site-http\.conf$/);
+    assert.equal(renderSite(host, { certificate: true, ipv6: false }), '# mine Managed by convex-ops\n');
+  } finally {
+    if (before === undefined) delete process.env.CONVEX_OPS_FILES;
+    else process.env.CONVEX_OPS_FILES = before;
+  }
+});
+
+test('the site before the certificate: port 80 for ACME challenges only', () => {
+  const site = renderSite(host, { certificate: false, nginxVersion: '1.22.1', ipv6: true });
+  assert.match(site, /Managed by convex-ops/);
+  assert.match(site, /listen 80;\n\s+listen \[::\]:80;/);
+  assert.match(site, /server_name api\.example\.com example\.com dashboard\.example\.com;/);
+  assert.match(site, /location \^~ \/\.well-known\/acme-challenge\/ \{\n\s+root \/var\/www\/convex-ops-acme;/);
+  assert.doesNotMatch(site, /443|ssl_certificate|return 301/);
+  assert.doesNotMatch(site, /\{\{/);
+});
+
+test('the site with the certificate: redirect, three HTTPS servers, websocket, dashboard allow list', () => {
+  const site = renderSite(host, { certificate: true, nginxVersion: '1.22.1', ipv6: false });
+  assert.doesNotMatch(site, /\{\{|\[::\]/);
+  assert.match(site, /return 301 https:\/\/\$host\$request_uri;/);
+  assert.equal(site.match(/listen 443 ssl http2;/g)?.length, 3, 'http2 as a listen parameter before nginx 1.25.1');
+  assert.doesNotMatch(site, /http2 on;/);
+  assert.equal(site.match(/ssl_certificate \/etc\/letsencrypt\/live\/convex-swarm-dev\/fullchain\.pem;/g)?.length, 3);
+  assert.match(site, /map \$http_upgrade \$connection_upgrade_swarm_dev \{/);
+  assert.equal(site.match(/proxy_set_header Connection \$connection_upgrade_swarm_dev;/g)?.length, 3);
+  assert.match(site, /server_name api\.example\.com;[\s\S]*location ~ \^\/api\/\(\[\^\/\]\+\/\)\?sync\$ \{\n\s+proxy_pass http:\/\/127\.0\.0\.1:3210;\n\s+proxy_read_timeout 3600s;/);
+  assert.match(site, /server_name example\.com;[\s\S]*proxy_pass http:\/\/127\.0\.0\.1:3211;/);
+  assert.match(site, /allow 127\.0\.0\.1;\n\s+allow ::1;\n\s+allow 198\.51\.100\.0\/24;\n\s+allow 2001:db8::\/32;\n\s+deny all;/);
+  const dashboard = site.slice(site.indexOf('server_name dashboard.example.com;'));
+  assert.match(dashboard, /deny all;[\s\S]*proxy_pass http:\/\/127\.0\.0\.1:6791;/);
+  assert.match(site, /X-Forwarded-Proto \$scheme/);
+
+  const newer = renderSite(host, { certificate: true, nginxVersion: '1.26.0', ipv6: true });
+  assert.equal(newer.match(/listen 443 ssl;\n\s+listen \[::\]:443 ssl;\n\s+http2 on;/g)?.length, 3);
+  assert.ok(hasHttp2Directive('1.25.1') && !hasHttp2Directive('1.25.0') && !hasHttp2Directive(undefined));
+});
+
+test('a site change is tested with nginx -t and undone when nginx rejects it', () => {
+  const script = siteChangeScript(host, { write: true, foreign: false });
+  const test = script.indexOf('nginx -t');
+  assert.ok(script.indexOf('cp -p /etc/nginx/sites-available/convex-swarm-dev.conf') < script.indexOf('mv -f "$tmp"'), 'the previous file is kept first');
+  assert.ok(script.indexOf('mv -f "$tmp"') < test && script.indexOf('ln -sfn') < test);
+  assert.match(script.slice(test), /mv -f \/etc\/nginx\/sites-available\/\.convex-swarm-dev\.conf\.convex-ops-previous \/etc\/nginx\/sites-available\/convex-swarm-dev\.conf/);
+  assert.match(script.slice(test), /rm -f \/etc\/nginx\/sites-enabled\/convex-swarm-dev\.conf/);
+  assert.doesNotMatch(script, /systemctl|service nginx|nginx -s/, 'going live is the reload that follows, not this script');
+});
+
+const DAY = 86400;
+const good: CertificateState = {
+  present: true, now: 1_000_000_000, notAfter: 1_000_000_000 + 60 * DAY, verified: true, server: 'https://acme.example/dir',
+  names: ['api.example.com', 'example.com', 'dashboard.example.com'],
+};
+
+test('certificates: ordered when missing, short, from another server, unverifiable, or missing a name', () => {
+  assert.deepEqual(planCertificate(host, { present: false, names: [], verified: false }), { order: true, why: 'no certificate convex-swarm-dev yet', flags: [] });
+  const kept = planCertificate(host, good);
+  assert.equal(kept.order, false);
+  assert.match((kept as { reason: string }).reason, /covers api\.example\.com, example\.com, dashboard\.example\.com until .* \(60 days\)/);
+  assert.equal(planCertificate(host, { ...good, names: [...good.names, 'old.example.com'] }).order, false, 'a name too many is no reason to order');
+  assert.deepEqual(planCertificate(host, { ...good, names: good.names.slice(0, 2) }), { order: true, why: 'add dashboard.example.com to the certificate', flags: ['--expand'] });
+  assert.deepEqual(planCertificate(host, { ...good, notAfter: good.now! + 30 * DAY }), { order: true, why: 'the certificate has 30 days left', flags: ['--force-renewal'] });
+  assert.equal(planCertificate(host, { ...good, notAfter: good.now! + 31 * DAY }).order, false);
+  assert.match((planCertificate(host, { ...good, server: 'https://acme-staging-v02.api.letsencrypt.org/directory' }) as { why: string }).why, /comes from https:\/\/acme-staging/);
+  assert.match((planCertificate(host, { ...good, verified: false }) as { why: string }).why, /does not verify against \/etc\/convex-ops\/acme-ca\.pem/);
+});
+
+test('DNS: every name must resolve to the droplet, else the message names it', () => {
+  const dns = (entries: Array<[string, string[]]>) => ({ domains: new Map(entries), self: ['203.0.113.7', '10.10.0.5', '172.17.0.1'] });
+  assert.equal(dnsProblem(host, dns([['api.example.com', ['203.0.113.7']], ['example.com', ['203.0.113.7']], ['dashboard.example.com', ['203.0.113.7']]])), undefined);
+  const problem = dnsProblem(host, dns([['api.example.com', ['203.0.113.7']], ['example.com', ['192.0.2.1']], ['dashboard.example.com', []]]));
+  assert.match(problem!, /example\.com resolves to 192\.0\.2\.1, which is not this droplet/);
+  assert.match(problem!, /dashboard\.example\.com does not resolve/);
+  assert.doesNotMatch(problem!, /api\.example\.com/);
+  assert.match(dnsProblem(host, dns([['api.example.com', ['203.0.113.7', '2001:db8::9']], ['example.com', ['203.0.113.7']], ['dashboard.example.com', ['203.0.113.7']]]))!, /2001:db8::9/, 'an AAAA elsewhere fails validation too');
+});
+
+test('firewall: SSH first, then 80 and 443, PostgreSQL from the Docker networks; existing rules kept', () => {
+  const wanted = openings(host, ['172.17.0.0/16', '172.18.0.0/16']);
+  assert.deepEqual(wanted.map(ufwRule), ['allow 2222/tcp', 'allow 80/tcp', 'allow 443/tcp', 'allow from 172.17.0.0/16 to any port 5432 proto tcp', 'allow from 172.18.0.0/16 to any port 5432 proto tcp']);
+  const fresh = planUfw(wanted, { installed: true, active: false, defaultInput: 'DROP', rules: [] });
+  assert.match(fresh[0]!, /^ufw allow 2222\/tcp comment/);
+  assert.equal(fresh.at(-1), 'ufw --force enable');
+  const parsed = ufwState.parse(
+    "installed\nStatus: active\ninput ACCEPT\nAdded user rules (see 'ufw status' for running firewall):\nufw allow 2222/tcp comment 'convex-ops: SSH'\nufw allow 8080/tcp\nufw allow 80/tcp\n",
+    0,
+  );
+  assert.deepEqual(parsed.rules, ['allow 2222/tcp', 'allow 8080/tcp', 'allow 80/tcp']);
+  const plan = planUfw(wanted, parsed);
+  assert.deepEqual(plan.map(c => c.replace(/ comment .*/, '')), ['ufw allow 443/tcp', 'ufw allow from 172.17.0.0/16 to any port 5432 proto tcp', 'ufw allow from 172.18.0.0/16 to any port 5432 proto tcp', 'ufw default deny incoming']);
+  assert.deepEqual(planUfw(wanted, { installed: true, active: true, defaultInput: 'DROP', rules: wanted.map(ufwRule) }), []);
+  const external = openings({ ...host, postgres: { mode: 'external', user: 'convex' } }, ['172.17.0.0/16']);
+  assert.equal(external.length, 3);
+});
+
+test('firewall without ufw: one iptables chain, SSH accepted before the final DROP', () => {
+  const script = renderIptablesScript(host, openings(host, ['172.18.0.0/16']), '/etc/cron.d/convex-ops-firewall');
+  const v4 = script.slice(0, script.indexOf('ip6tables-restore'));
+  assert.ok(v4.indexOf('--dport 2222 -j ACCEPT') < v4.indexOf('-j DROP'));
+  assert.match(v4, /-A convex-ops-input -s 172\.18\.0\.0\/16 -p tcp --dport 5432 -j ACCEPT/);
+  assert.doesNotMatch(script.slice(script.indexOf('ip6tables-restore')), /5432/);
+  assert.doesNotMatch(script, /\{\{/);
+});
+
+test('addresses and CIDRs, v4 and v6', () => {
+  assert.ok(cidrContains('198.51.100.0/24', '198.51.100.77'));
+  assert.ok(!cidrContains('198.51.100.0/24', '198.51.101.1'));
+  assert.ok(cidrContains('203.0.113.7', '203.0.113.7') && !cidrContains('203.0.113.7', '203.0.113.8'));
+  assert.ok(cidrContains('0.0.0.0/0', '8.8.8.8'));
+  assert.ok(cidrContains('2001:db8::/32', '2001:db8:1::5') && !cidrContains('2001:db8::/32', '2001:db9::5'));
+  assert.ok(cidrContains('::1', '::1') && !cidrContains('::1/128', '127.0.0.1'));
+  assert.ok(!cidrContains('999.1.1.1/8', '999.1.1.1'), 'not an address');
+});
+
+test('check verdicts', () => {
+  const dashboard = (out: string) => dashboardRestricted.verdict(out, 0, host);
+  assert.equal(dashboard('203.0.113.7 403\n172.17.0.1 403\n198.51.100.9 200\n'), undefined, 'allowed addresses may get in');
+  assert.match(dashboard('203.0.113.7 200\n')!, /203\.0\.113\.7 got 200/);
+  assert.equal(dashboard(''), undefined);
+
+  assert.equal(backendPortsLocal.verdict('listen 127.0.0.1:3210\nlisten 127.0.0.1:6791\nlisten 0.0.0.0:22\nlisten [::]:443\nnat -A DOCKER -d 127.0.0.1/32 ! -i br-1 -p tcp -m tcp --dport 3210 -j DNAT --to-destination 172.18.0.2:3210\n', 0, host), undefined);
+  assert.match(backendPortsLocal.verdict('listen 0.0.0.0:3210\n', 0, host)!, /listening on 0\.0\.0\.0:3210/);
+  assert.match(backendPortsLocal.verdict('listen [::]:6791\n', 0, host)!, /\[::\]:6791/);
+  assert.match(backendPortsLocal.verdict('nat -A DOCKER ! -i br-1 -p tcp -m tcp --dport 3211 -j DNAT --to-destination 172.18.0.2:3211\n', 0, host)!, /Docker forwards/);
+
+  assert.equal(httpsChain.verdict('api.example.com 0 200\nexample.com 0 404\ndashboard.example.com 0 200\n', 0, host), undefined);
+  assert.match(httpsChain.verdict('api.example.com 60 curl: (60) SSL certificate problem: unable to get local issuer certificate 000\nexample.com 0 502\ndashboard.example.com 0 200\n', 0, host)!, /api\.example\.com: curl: \(60\) SSL certificate problem: unable to get local issuer certificate; example\.com: nginx answered 502/);
+
+  assert.equal(websocketUpgrade.verdict('curl: (28) Operation timed out after 3001 milliseconds with 0 bytes received\n101', 28, host), undefined);
+  assert.match(websocketUpgrade.verdict('400', 0, host)!, /got 400, not 101/);
+
+  assert.equal(nginxConfig.verdict('nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n', 0, host), undefined);
+  assert.match(nginxConfig.verdict('nginx: [warn] conflicting server name "api.example.com" on 0.0.0.0:443, ignored\n', 0, host)!, /claims this host's names/);
+});
