@@ -77,7 +77,10 @@ export class HostSession {
     this.readings = undefined;
     const probes = phase.checks && !this.options.check ? probeFacts(phase.checks, host) : [];
     const prefetch = await this.record('read state', async () => {
-      await gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? []), ...probes], this.cache);
+      const reading = gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? []), ...probes], this.cache);
+      // While the host reads, the steps' local preparations run.
+      const warming = Promise.all(steps.map(s => s.warm?.()));
+      await Promise.all([reading, warming]);
       return '';
     }, { quiet: true });
     // Probe readings never serve as facts: they leave the cache, and are kept only while nothing changes.

@@ -28,6 +28,11 @@ export interface Step {
   name: string;
   /** Facts the step will read, gathered for all steps of a run in one remote command. */
   facts?: (host: Host) => Array<Fact<unknown>>;
+  /**
+   * Local work the step will need once the host has answered (e.g. loading a library), started
+   * while the host reads state so that it costs no time of its own.
+   */
+  warm?: () => Promise<unknown>;
   /** Returns the reason nothing needed doing (used when it made no change). */
   run: (ctx: StepContext) => Promise<string | void>;
 }

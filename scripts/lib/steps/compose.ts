@@ -1,13 +1,13 @@
 // <root>/docker-compose.yml, built with the yaml package from files/docker-compose.yml plus the
 // host's values. Secrets stay in .env and reach the containers through ${…} interpolation.
 import { readFileSync } from 'node:fs';
-import YAML from 'yaml';
 import type { Host } from '../inventory.ts';
 import type { Step } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { CONVEX_NETWORK } from './docker.ts';
 import { PG_CA_PATH } from './postgres.ts';
 import { composePath } from './secret.ts';
+import { loadYaml, yaml } from '../yaml.ts';
 
 const DEFINITION = new URL('../../../files/docker-compose.yml', import.meta.url);
 
@@ -22,7 +22,7 @@ export function origins(host: Host): { cloud: string; site: string; dashboard: s
 }
 
 export function renderCompose(host: Host): string {
-  const doc = YAML.parse(readFileSync(DEFINITION, 'utf8')) as ComposeFile;
+  const doc = yaml().parse(readFileSync(DEFINITION, 'utf8')) as ComposeFile;
   const { backend, dashboard } = doc.services;
   const { cloud, site } = origins(host);
   // With domains nginx is in front, so the ports listen on loopback only.
@@ -42,12 +42,13 @@ export function renderCompose(host: Host): string {
   dashboard.ports = [`${bind}:6791:6791`];
   dashboard.environment.NEXT_PUBLIC_DEPLOYMENT_URL = cloud;
   doc.networks.default.name = CONVEX_NETWORK;
-  return `# ${MANAGED_MARKER} from files/docker-compose.yml and the inventory: edit those, not this file.\n${YAML.stringify(doc, { lineWidth: 0 })}`;
+  return `# ${MANAGED_MARKER} from files/docker-compose.yml and the inventory: edit those, not this file.\n${yaml().stringify(doc, { lineWidth: 0 })}`;
 }
 
 export const compose: Step = {
   name: 'compose',
   facts: host => [fileFact(composePath(host))],
+  warm: loadYaml,
   async run(ctx) {
     await ensureFile(ctx, { path: composePath(ctx.host), content: renderCompose(ctx.host), mode: '644', label: 'docker-compose.yml' });
     return `docker-compose.yml pins ${ctx.host.backend_image.split('/').pop()} and ${ctx.host.dashboard_image.split('/').pop()}`;

@@ -7,7 +7,7 @@ import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { registerSecret } from '../redact.ts';
 import { sh } from '../shell.ts';
-import YAML from 'yaml';
+import { yaml } from '../yaml.ts';
 
 export const envPath = (host: Host) => `${host.root}/.env`;
 /** Where the backend keeps the secret it generated itself when none was given. */
@@ -88,7 +88,7 @@ export const composePath = (host: Host) => `${host.root}/docker-compose.yml`;
 export function passwordFromCompose(host: Host, composeText: string | undefined): string | undefined {
   if (!composeText) return undefined;
   try {
-    const doc = YAML.parse(composeText) as { services?: Record<string, { environment?: string[] | Record<string, string> }> };
+    const doc = yaml().parse(composeText) as { services?: Record<string, { environment?: string[] | Record<string, string> }> };
     for (const service of Object.values(doc?.services ?? {})) {
       const env = service.environment;
       const entries = Array.isArray(env) ? env.map(e => e.split(/=(.*)/s).slice(0, 2)) : Object.entries(env ?? {});
