@@ -282,8 +282,12 @@ try {
     { target: 'peak memory, 10 hosts', limit: `≤ ${TARGETS.peakMemoryMB} MB`, measured: `${ten.maxRssMB.max} MB`, met: ten.maxRssMB.max <= TARGETS.peakMemoryMB },
   ];
 
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8' }).trim();
   const doc = {
     date: new Date().toISOString(),
+    /** The commit measured, and the files that differed from it in the work tree at the time. */
+    commit: git('rev-parse', '--short', 'HEAD'),
+    uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
     note: 'Wall times in seconds, medians of the measured runs after one warm-up round; every figure is measured once per round. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M).',
     otherContainers: otherContainers.trim().split('\n').filter(Boolean).length,
@@ -305,7 +309,7 @@ try {
   const md = [
     `# npm run bench: results`,
     '',
-    `${doc.date}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round, every figure once per round. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
+    `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round, every figure once per round. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
     '',
     row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'load avg 1 min (median, min–max)']),
     row(['---', '---:', '---:', '---', '---:', '---:', '---:', '---:', '---']),
