@@ -37,6 +37,8 @@ export class Connection {
   commands = 0;
   /** The connection dropped (reset, timeout, the droplet went away). */
   lost = false;
+  /** What ssh2 said when it dropped, e.g. "Keepalive timeout" when the droplet went silent. */
+  private lostReason?: string;
   private readonly ssh = new NodeSSH();
 
   private constructor(host: Host) {
@@ -53,7 +55,7 @@ export class Connection {
     });
     // A socket error after the handshake (a reset, a dead peer) would otherwise be an unhandled
     // 'error' event that kills the whole run; the command in flight fails instead, for this host only.
-    connection.ssh.connection?.on('error', () => {});
+    connection.ssh.connection?.on('error', (error: Error) => (connection.lostReason ??= error.message));
     connection.ssh.connection?.on('close', () => (connection.lost = true));
     return connection;
   }
@@ -142,7 +144,7 @@ export class Connection {
         onStderr: opts.onOutput ? chunk => opts.onOutput!(chunk.toString()) : undefined,
       });
       result = { code: response.code ?? 255, stdout: response.stdout, stderr: response.stderr };
-      if (response.code === null && this.lost) throw new Error('the connection closed');
+      if (response.code === null && this.lost) throw new Error(this.lostReason ?? 'the connection closed');
     } catch (error) {
       throw new ConnectionError(redact(`${this.host.name}: connection lost during "${what}": ${(error as Error).message}. Run again: every step is safe to repeat.`));
     }
