@@ -38,6 +38,8 @@ export class Reporter {
   private readonly manyHosts: boolean;
   private readonly started = new Map<string, number>();
   private readonly lastProgress = new Map<string, number>();
+  /** The newest progress line that arrived too soon after the last one shown. */
+  private readonly unshown = new Map<string, string>();
   /** Per host, the timer that shows a step is still working when it prints nothing. */
   private readonly heartbeats = new Map<string, ReturnType<typeof setInterval>>();
   private readonly throttle: number;
@@ -84,7 +86,11 @@ export class Reporter {
     this.started.set(key, now);
     this.stopHeartbeat(host);
     const timer = setInterval(() => {
-      if (Date.now() - (this.lastProgress.get(key) ?? now) >= this.throttle) this.progress(host, step, 'still working');
+      if (Date.now() - (this.lastProgress.get(key) ?? now) < this.throttle) return;
+      // The newest line the command printed meanwhile, else a plain sign of life.
+      const line = this.unshown.get(key) ?? 'still working';
+      this.unshown.delete(key);
+      this.show(host, step, line);
     }, this.throttle);
     timer.unref();
     this.heartbeats.set(host, timer);
@@ -98,12 +104,21 @@ export class Reporter {
   /** Long work shows what it is doing and for how long, at most every few seconds per host. */
   progress(host: string, step: string, text: string): void {
     const key = `${host}/${step}`;
-    const now = Date.now();
-    const last = this.lastProgress.get(key);
-    if (last !== undefined && now - last < this.throttle) return;
     // The last line with something on it: apt and compose end chunks with blank lines.
     const line = text.split('\n').map(l => l.trim()).filter(Boolean).pop();
     if (!line) return;
+    const last = this.lastProgress.get(key);
+    if (last !== undefined && Date.now() - last < this.throttle) {
+      this.unshown.set(key, line); // shown by the step's timer if nothing newer comes
+      return;
+    }
+    this.unshown.delete(key);
+    this.show(host, step, line);
+  }
+
+  private show(host: string, step: string, line: string): void {
+    const key = `${host}/${step}`;
+    const now = Date.now();
     this.lastProgress.set(key, now);
     const elapsed = ((now - (this.started.get(key) ?? now)) / 1000).toFixed(0);
     this.say(`${this.prefix(host)}  ${chalk.dim(`… ${step}: ${line.slice(0, 100)} (${elapsed}s)`)}`);

@@ -104,18 +104,20 @@ test('--json: stdout is one JSON document whose recap agrees with the human reca
   assert.ok(log.includes('"recap"') && log.includes('RECAP'), 'the log holds the run, the recap and the JSON');
 });
 
-test('a long quiet step shows that it is still working, with elapsed time', () => {
+test('long work shows its newest output every few seconds, and a quiet step that it is still working', () => {
   const { stdout } = reporterRun(
     `const r = new Reporter({ json: false, showDiffs: false, logPath, hosts: ['dev'], script: 'install', argv: [] });
      r.stepStarted('dev', 'up');
      r.progress('dev', 'up', 'Pulling fs layer\\n\\n');
-     await new Promise(resolve => setTimeout(resolve, 10_500));
-     r.stepFinished('dev', { step: 'up', status: 'ok', detail: '', changes: [], diffs: [], seconds: 10.5 });
+     r.progress('dev', 'up', 'Extracting 42%');
+     await new Promise(resolve => setTimeout(resolve, 20_500));
+     r.stepFinished('dev', { step: 'up', status: 'ok', detail: '', changes: [], diffs: [], seconds: 20.5 });
      await new Promise(resolve => setTimeout(resolve, 11_000));`,
   );
-  assert.match(stdout, /^dev +… up: Pulling fs layer \(0s\)$/m, 'progress shows the last line that has text');
-  assert.match(stdout, /^dev +… up: still working \(10s\)$/m);
-  assert.equal(stdout.match(/still working/g)?.length, 1, 'the heartbeat stops when the step finishes');
+  assert.match(stdout, /^dev +… up: Pulling fs layer \(0s\)$/m, 'progress shows the last line that has text, at once');
+  assert.match(stdout, /^dev +… up: Extracting 42% \(10s\)$/m, 'a line that came too soon is shown on the next tick');
+  assert.match(stdout, /^dev +… up: still working \(20s\)$/m, 'nothing new: a sign of life with the elapsed time');
+  assert.equal(stdout.match(/still working/g)?.length, 1, 'the timer stops when the step finishes');
 });
 
 test('.env diffs show keys, never values', () => {
