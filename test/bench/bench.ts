@@ -53,6 +53,8 @@ interface Measured {
   wall: number;
   /** Largest single process of the run (ru_maxrss of the waited-for tree), MB. */
   maxRssMB: number;
+  /** CPU seconds (user + system) of the whole local process tree: far less sensitive to load than wall time. */
+  cpu: number;
   code: number;
   stdout: string;
   stderr: string;
@@ -63,7 +65,7 @@ async function measure(args: string[]): Promise<Measured> {
   const timeFile = path.join(os.tmpdir(), `convex-ops-bench-${process.pid}.time`);
   const started = process.hrtime.bigint();
   const result = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(TIME, ['-f', '%M', '-o', timeFile, 'npx', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    const child = spawn(TIME, ['-f', '%M %U %S', '-o', timeFile, 'npx', ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -72,9 +74,9 @@ async function measure(args: string[]): Promise<Measured> {
     child.on('close', code => resolve({ code: code ?? 1, stdout, stderr }));
   });
   const wall = Number(process.hrtime.bigint() - started) / 1e9;
-  const kb = Number((await fs.readFile(timeFile, 'utf8')).trim().split('\n').pop());
+  const [kb, user, system] = (await fs.readFile(timeFile, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number);
   await fs.rm(timeFile, { force: true });
-  return { wall, maxRssMB: kb / 1024, ...result };
+  return { wall, maxRssMB: kb! / 1024, cpu: user! + system!, ...result };
 }
 
 const median = (xs: number[]) => {
@@ -114,6 +116,8 @@ interface Summary {
   command: string;
   runs: number[];
   median: number;
+  /** Median CPU seconds of the local process tree. */
+  cpu: number;
   maxRssMB: { median: number; max: number };
   load: { median: number; min: number; max: number };
 }
@@ -126,6 +130,7 @@ function summarize(f: Figure): Summary {
     command: `npx ${f.args.join(' ')}`,
     runs: walls.map(w => round(w)),
     median: round(median(walls)),
+    cpu: round(median(f.results.map(r => r.cpu))),
     maxRssMB: { median: round(median(rss), 1), max: round(Math.max(...rss), 1) },
     load: { median: round(median(f.loads)), min: Math.min(...f.loads), max: Math.max(...f.loads) },
   };
@@ -282,14 +287,14 @@ try {
     { target: 'peak memory, 10 hosts', limit: `≤ ${TARGETS.peakMemoryMB} MB`, measured: `${ten.maxRssMB.max} MB`, met: ten.maxRssMB.max <= TARGETS.peakMemoryMB },
   ];
 
-  const git = (...args: string[]) => execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8' }).trim();
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8' });
   const doc = {
     date: new Date().toISOString(),
     /** The commit measured, and the files that differed from it in the work tree at the time. */
-    commit: git('rev-parse', '--short', 'HEAD'),
+    commit: git('rev-parse', '--short', 'HEAD').trim(),
     uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
-    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; every figure is measured once per round. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M).',
+    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; every figure is measured once per round. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.',
     otherContainers: otherContainers.trim().split('\n').filter(Boolean).length,
     runsPerFigure: RUNS,
     floor,
@@ -311,11 +316,11 @@ try {
     '',
     `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round, every figure once per round. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
     '',
-    row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'load avg 1 min (median, min–max)']),
-    row(['---', '---:', '---:', '---', '---:', '---:', '---:', '---:', '---']),
-    row([floor.what, floor.median, '', floor.runs.join(', '), '', '', '', floor.maxRssMB.max, loadText(floor)]),
-    row([startup.what, startup.median, round(startup.median - floor.median), startup.runs.join(', '), '', '', '', startup.maxRssMB.max, loadText(startup)]),
-    ...installs.map(i => row([i.what, i.median, round(i.median - floor.median), i.runs.join(', '), i.hostSeconds, i.connectionsPerHost.join(', '), i.commandsPerHost.join(', '), i.maxRssMB.max, loadText(i)])),
+    row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'local CPU (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'load avg 1 min (median, min–max)']),
+    row(['---', '---:', '---:', '---', '---:', '---:', '---:', '---:', '---:', '---']),
+    row([floor.what, floor.median, '', floor.runs.join(', '), '', floor.cpu, '', '', floor.maxRssMB.max, loadText(floor)]),
+    row([startup.what, startup.median, round(startup.median - floor.median), startup.runs.join(', '), '', startup.cpu, '', '', startup.maxRssMB.max, loadText(startup)]),
+    ...installs.map(i => row([i.what, i.median, round(i.median - floor.median), i.runs.join(', '), i.hostSeconds, i.cpu, i.connectionsPerHost.join(', '), i.commandsPerHost.join(', '), i.maxRssMB.max, loadText(i)])),
     '',
     row(['target (issue 8)', 'limit', 'measured', 'met']),
     row(['---', '---', '---', '---']),
