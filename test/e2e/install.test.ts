@@ -32,7 +32,7 @@ const sh = async (droplet: string, cmd: string) => (await fleet.exec(droplet, cm
 async function hostState(droplet: string): Promise<string> {
   return sh(
     droplet,
-    'ls -la --time-style=full-iso /opt/convex/ /var/lib/convex-ops/pending 2>&1; sha256sum /opt/convex/.env /opt/convex/docker-compose.yml /etc/postgresql/*/main/pg_hba.conf 2>&1; ' +
+    'ls -la --time-style=full-iso /opt/convex/ 2>&1; ls -l --time-style=full-iso /var/lib/convex-ops/pending 2>&1; sha256sum /opt/convex/.env /opt/convex/docker-compose.yml /etc/postgresql/*/main/pg_hba.conf 2>&1; ' +
       "dpkg-query -W -f='${Package} ${Version}\\n' | sha256sum; docker ps -a --format '{{.Names}} {{.ID}} {{.Status}}' 2>&1 | sed 's/Up .*/Up/'; " +
       "docker inspect --format '{{.State.StartedAt}}' convex-backend convex-dashboard 2>&1",
   );
