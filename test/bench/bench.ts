@@ -309,7 +309,7 @@ try {
 
   const row = (cells: Array<string | number>) => `| ${cells.join(' | ')} |`;
   const processLabel = (command: string) =>
-    /npm|npx/.test(command) && !/\/zx\b.*install\.ts/.test(command) ? `npx (${command.split(' ').slice(0, 3).join(' ')})` : /install\.ts/.test(command) ? 'the node running zx and install.ts' : command.split(' ')[0]!;
+    /^(\/bin\/)?sh /.test(command) ? 'sh' : /npm|npx/.test(command) && !/\/zx\b.*install\.ts/.test(command) ? `npx (${command.split(' ').slice(0, 3).join(' ')})` : /install\.ts/.test(command) ? 'the node running zx and install.ts' : command.split(' ')[0]!;
   const loadText = (x: Summary) => `${x.load.median} (${x.load.min}–${x.load.max})`;
   const md = [
     `# npm run bench: results`,
