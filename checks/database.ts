@@ -7,6 +7,10 @@ import { clusterPsql, NEWEST_CLUSTER, PG_CA_PATH } from '../scripts/lib/steps/po
 const TABLES = ['documents', 'indexes', 'persistence_globals'];
 const query = `select table_name from information_schema.tables where table_schema = 'public' and table_name in (${TABLES.map(t => `'${t}'`).join(', ')})`;
 
+const PERCENT_DECODE =
+  'function hex(h, i, v) { v = 0; h = toupper(h); for (i = 1; i <= 2; i++) v = v * 16 + index("0123456789ABCDEF", substr(h, i, 1)) - 1; return v } ' +
+  '{ s = $0; out = ""; while (match(s, /%[0-9A-Fa-f][0-9A-Fa-f]/)) { out = out substr(s, 1, RSTART - 1) sprintf("%c", hex(substr(s, RSTART + 1, 2))); s = substr(s, RSTART + 3) } printf "%s", out s }';
+
 function externalProbe(host: Host): string {
   const url = new URL(host.postgres.url!);
   const ca = host.postgres.ca_file ? PG_CA_PATH(host) : '/etc/ssl/certs/ca-certificates.crt';
@@ -15,7 +19,8 @@ function externalProbe(host: Host): string {
   return [
     sh`url=$(sed -n 's/^POSTGRES_URL=//p' ${`${host.root}/.env`})`,
     `pw=\${url#*://*:}; pw=\${pw%%@*}`,
-    `PGPASSWORD=$(printf '%b' "$(printf '%s' "$pw" | sed 's/%/\\\\x/g')") psql -XAtq ${sh`${conninfo}`} -c ${sh`${query}`}`,
+    // Percent-decoding in awk: dash's printf %b knows no \\x escapes.
+    `PGPASSWORD=$(printf '%s' "$pw" | awk ${sh`${PERCENT_DECODE}`}) psql -XAtq ${sh`${conninfo}`} -c ${sh`${query}`}`,
   ].join('\n');
 }
 
