@@ -158,6 +158,11 @@ function validate(data: Record<string, unknown>, path: string): Inventory {
   return { path, hosts, groups, warnings };
 }
 
+/** An image reference with a tag or a digest (what compose's image: may name). */
+export function isPinnedImage(value: string): boolean {
+  return /^[a-z0-9][a-z0-9._\-/:]*(@sha256:[a-f0-9]{64})?$/.test(value) && (value.includes('@') || /:[\w][\w.-]*$/.test(value.split('/').pop() ?? ''));
+}
+
 function toHost(name: string, m: Record<string, unknown>, base: string, problems: string[], warnings: string[]): Host | undefined {
   const at = (key: string) => `hosts.${name}.${key}`;
   const before = problems.length;
@@ -180,7 +185,7 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
   for (const key of ['backend_image', 'dashboard_image']) {
     const value = m[key];
     if (typeof value !== 'string') continue;
-    if (!/^[a-z0-9][a-z0-9._\-/:]*(@sha256:[a-f0-9]{64})?$/.test(value) || (!value.includes('@') && !/:[\w][\w.-]*$/.test(value.split('/').pop() ?? ''))) {
+    if (!isPinnedImage(value)) {
       problems.push(`${at(key)}: "${value}" must name an image with a tag or digest, e.g. ghcr.io/get-convex/convex-backend:<git sha> or …@sha256:<digest>.`);
     } else if (value.endsWith(':latest')) {
       warnings.push(`${at(key)}: ":latest" moves without notice, so promotion cannot guarantee that prod runs what dev ran. Pin a tag or a digest.`);

@@ -6,6 +6,7 @@ import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { chalk } from 'zx';
 import type { Host, Inventory } from './inventory.ts';
+import { isPinnedImage } from './inventory.ts';
 import type { Args, RunInfo } from './play.ts';
 import { EXIT, fail, loadHosts, localDir, makeReporter, sessionFor } from './play.ts';
 import * as plays from './plays.ts';
@@ -15,7 +16,7 @@ import type { HostSession } from './session.ts';
 import type { Reporter } from './report.ts';
 import { ensureFile, fileFact } from './files.ts';
 import { sh } from './shell.ts';
-import { CONTAINERS } from './steps/up.ts';
+import { CONTAINERS, imagesFact } from './steps/up.ts';
 import { BACKUP_MEMO, backup, backupEstimateFact, formatBytes } from './steps/backup.ts';
 import type { BackupMade } from './steps/backup.ts';
 import { pinHostImages } from './inventory-pin.ts';
@@ -220,29 +221,21 @@ const readDigests: Step = {
  * The references prod goes back to: what its containers ran before, as long as that reference
  * still names the same image on prod; else that image's digest.
  */
-function rollbackTarget(before: Partial<Record<Role, RunningImage>>): Step {
-  const refs = ROLES.map(role => before[role]!.ref);
+function rollbackTarget(target: Host, before: Partial<Record<Role, RunningImage>>): Step {
+  const previous: Host = { ...target, backend_image: before.backend!.ref, dashboard_image: before.dashboard!.ref };
   return {
     name: 'rollback-target',
-    facts: () => [localImageIds(refs)],
+    facts: () => [imagesFact(previous)],
     async run(ctx) {
-      const ids = await ctx.fact(localImageIds(refs));
-      const target = {} as Record<Role, string>;
+      const ids = await ctx.fact(imagesFact(previous));
+      const refs = {} as Record<Role, string>;
       for (const role of ROLES) {
         const image = before[role]!;
-        target[role] = ids.get(image.ref) === image.imageId ? image.ref : (digestRefOf(image) ?? image.ref);
+        refs[role] = ids.get(image.ref) === image.imageId ? image.ref : (digestRefOf(image) ?? image.ref);
       }
-      ctx.memo.set(ROLLBACK_MEMO, target);
-      return `back to ${target.backend} and ${target.dashboard}`;
+      ctx.memo.set(ROLLBACK_MEMO, refs);
+      return `back to ${refs.backend} and ${refs.dashboard}`;
     },
-  };
-}
-
-function localImageIds(refs: string[]): Fact<Map<string, string>> {
-  return {
-    key: `image-ids:${refs.join(',')}`,
-    command: `for ref in ${sh`${refs}`}; do printf '%s %s\\n' "$ref" "$(docker image inspect --format '{{.Id}}' "$ref" 2>/dev/null)"; done`,
-    parse: out => new Map(out.split('\n').filter(Boolean).map(l => l.split(' ') as [string, string])),
   };
 }
 
@@ -272,8 +265,6 @@ export interface PromotionRecord {
   checks: Record<string, Array<{ check: string; status: string; detail: string }>>;
 }
 
-const IMAGE_REF = /^[a-z0-9][a-z0-9._\-/:]*(@sha256:[a-f0-9]{64})?$/;
-
 /** dev and prod from "--promote dev:prod" or "--promote prod" (prod's promote_from). */
 export function promotionPair(inventory: Inventory, spec: string): { source: Host; target: Host } {
   const parts = spec.split(':');
@@ -294,7 +285,7 @@ export function candidateImages(source: Host, args: Args): Record<Role, string> 
   const candidate = { backend: String(args['backend-image'] ?? source.backend_image), dashboard: String(args['dashboard-image'] ?? source.dashboard_image) };
   for (const role of ROLES) {
     const ref = candidate[role];
-    if (!IMAGE_REF.test(ref) || (!ref.includes('@') && !/:[\w][\w.-]*$/.test(ref.split('/').pop() ?? ''))) {
+    if (!isPinnedImage(ref)) {
       fail(`--${role}-image "${ref}" must name an image with a tag or digest, e.g. ghcr.io/get-convex/convex-${role}:<git sha>.`);
     }
   }
@@ -429,7 +420,7 @@ export async function promote(args: Args): Promise<number> {
       // 7b. Roll prod back to the images it ran before; its data is left as it is.
       reporter.say(chalk.red(`\n${target.name} failed with ${source.name}'s images: rolling back to the images it ran before (its data is not restored).`));
       const rolledBack = await stage('7b', `roll ${target.name} back to ${describe(before.backend)} and ${describe(before.dashboard)}`, async () => {
-        if (!(await prod.run([rollbackTarget(before)], { afterFailure: true }))) return false;
+        if (!(await prod.run([rollbackTarget(target, before)], { afterFailure: true }))) return false;
         const refs = prod.memo.get(ROLLBACK_MEMO) as Record<Role, string>;
         record.rollback = refs;
         const previous: Host = { ...target, backend_image: refs.backend, dashboard_image: refs.dashboard };
