@@ -76,6 +76,11 @@ export async function composeUp(ctx: StepContext, why: string): Promise<void> {
   const composeText = await ctx.fact(fileFact(composePath(host)));
   const hash = composeInputsHash(composeText.kind === 'file' ? composeText.content : '', envText.kind === 'file' ? envText.content : '');
   await ctx.change(`start containers (${why})`, async () => {
+    // The backend first: the dashboard depends on it being healthy, and compose (v1 at once, v2
+    // after its own wait) gives up on a backend still in the restart loop whose cause this run
+    // just fixed (e.g. pg_hba.conf), where a bounded wait sees it come back.
+    await ctx.run(sh`cd ${host.root} && ${compose.split(' ')} up -d backend`, 'compose up backend', { onOutput: c => ctx.progress(c) });
+    await waitHealthy(ctx, { dashboard: false });
     await ctx.run(sh`cd ${host.root} && ${compose.split(' ')} up -d`, 'compose up', { onOutput: c => ctx.progress(c) });
     await waitHealthy(ctx);
     await ctx.run(sh`mkdir -p ${STATE_DIR} && printf '%s\n' ${hash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}`, 'record applied configuration');
@@ -87,8 +92,10 @@ export async function composeUp(ctx: StepContext, why: string): Promise<void> {
  * container exited, or restarted twice more since the wait began. Restarts from before (a loop
  * whose cause was just fixed, e.g. PostgreSQL started again) only count from here on.
  */
-export async function waitHealthy(ctx: StepContext): Promise<void> {
-  const probe = sh`docker inspect --format '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' ${CONTAINERS.backend}; curl -s -o /dev/null -w 'dashboard %{http_code}\n' --max-time 3 http://127.0.0.1:6791/`;
+export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): Promise<void> {
+  const probe =
+    sh`docker inspect --format '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' ${CONTAINERS.backend}` +
+    (dashboard ? `; curl -s -o /dev/null -w 'dashboard %{http_code}\n' --max-time 3 http://127.0.0.1:6791/` : '');
   const started = Date.now();
   let baseline: number | undefined;
   await pRetry(
@@ -100,8 +107,8 @@ export async function waitHealthy(ctx: StepContext): Promise<void> {
         const logs = await ctx.run(sh`docker logs --tail 15 ${CONTAINERS.backend} 2>&1`, 'backend logs', { allowFail: true });
         throw new AbortError(redact(`the backend is not staying up (${status}, ${restarts} restarts). Last log lines:\n${logs.stdout.trim()}\nRun scripts/doctor.ts --host ${ctx.host.name} for the cause.`));
       }
-      if (health !== 'healthy' || !stdout.includes('dashboard 200')) {
-        ctx.progress(`waiting for the backend to be healthy (${health || status}) and the dashboard to answer`);
+      if (health !== 'healthy' || (dashboard && !stdout.includes('dashboard 200'))) {
+        ctx.progress(`waiting for the backend to be healthy (${health || status})${dashboard ? ' and the dashboard to answer' : ''}`);
         throw new Error(`backend ${health || status}; ${stdout.split('\n')[1] ?? ''}`);
       }
     },
