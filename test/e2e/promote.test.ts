@@ -71,7 +71,7 @@ test('a candidate that fails its health check stops at dev; prod is not touched 
   const prodBefore = await containers('prod');
   const run = await fleet.runScript('all.ts', ['--promote', 'dev:prod', '--yes', '--backend-image', image('backend', 'broken')]);
   assert.equal(run.code, 1, output(run));
-  assert.match(run.stdout, /dev\s+up\s+failed/);
+  assert.match(run.stdout, /dev\s+up\s+failed\s.*health check keeps failing.*error: 500/, 'the health check\'s own failure is reported');
   assert.match(run.stdout, /PROMOTION dev → prod: stopped-at-dev/);
   assert.match(run.stdout, /prod was not touched/);
   assert.doesNotMatch(run.stdout, /── 5\/8/, 'it went on to back up prod');
@@ -94,7 +94,7 @@ test('a candidate that passes on dev but fails on prod leaves prod rolled back t
     const run = await fleet.runScript('all.ts', ['--promote', 'prod', '--yes', '--backend-image', image('backend', 'fragile')]);
     assert.equal(run.code, 1, output(run));
     assert.match(run.stdout, /dev\s+check backend-healthy\s+ok/, 'fragile should pass on dev');
-    assert.match(run.stdout, /prod\s+up\s+failed/, 'the failure on prod is reported');
+    assert.match(run.stdout, /prod\s+up\s+failed\s.*health check keeps failing.*error: 500/, 'the failure on prod is reported');
     assert.match(run.stdout, /rolling back to the images it ran before \(its data is not restored\)/);
     assert.match(run.stdout, /PROMOTION dev → prod: rolled-back/);
     assert.match(run.stdout, /failed\s+6 converge prod to dev's digests: prod up/);

@@ -90,7 +90,10 @@ export async function composeUp(ctx: StepContext, why: string): Promise<void> {
 /**
  * Bounded wait: up to about two minutes, failing at once (with the logs) on a crash loop: the
  * container exited, or restarted twice more since the wait began. Restarts from before (a loop
- * whose cause was just fixed, e.g. PostgreSQL started again) only count from here on.
+ * whose cause was just fixed, e.g. PostgreSQL started again) only count from here on. A backend
+ * that keeps running while Docker calls it unhealthy fails after UNHEALTHY_GRACE_MS more, with
+ * its health check's own output: a bad image (a promotion's candidate) is told in a minute, not
+ * two and a half, while a restart (which makes the health "starting" again) starts the grace anew.
  */
 export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): Promise<void> {
   const probe =
@@ -98,6 +101,7 @@ export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): 
     (dashboard ? `; curl -s -o /dev/null -w 'dashboard %{http_code}\n' --max-time 3 http://127.0.0.1:6791/` : '');
   const started = Date.now();
   let baseline: number | undefined;
+  let unhealthySince: number | undefined;
   await pRetry(
     async () => {
       const { stdout } = await ctx.run(probe, 'health', { allowFail: true });
@@ -107,9 +111,13 @@ export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): 
         const logs = await ctx.run(sh`docker logs --tail 15 ${CONTAINERS.backend} 2>&1`, 'backend logs', { allowFail: true });
         throw new AbortError(redact(`the backend is not staying up (${status}, ${restarts} restarts). Last log lines:\n${logs.stdout.trim()}\nRun scripts/doctor.ts --host ${ctx.host.name} for the cause.`));
       }
+      unhealthySince = status === 'running' && health === 'unhealthy' ? (unhealthySince ?? Date.now()) : undefined;
+      if (unhealthySince !== undefined && Date.now() - unhealthySince >= UNHEALTHY_GRACE_MS) {
+        throw new AbortError(redact(`the backend stays unhealthy: its health check keeps failing (${await lastHealthCheck(ctx)}). Run scripts/doctor.ts --host ${ctx.host.name} for the cause.`));
+      }
       if (health !== 'healthy' || (dashboard && !stdout.includes('dashboard 200'))) {
         ctx.progress(`waiting for the backend to be healthy (${health || status})${dashboard ? ' and the dashboard to answer' : ''}`);
-        throw new Error(`backend ${health || status}; ${stdout.split('\n')[1] ?? ''}`);
+        throw new Error(`backend ${health || status}${dashboard ? `; ${stdout.split('\n')[1] ?? ''}` : ''}`);
       }
     },
     { retries: 60, factor: 1, minTimeout: 2000, maxRetryTime: 150_000 },
@@ -117,6 +125,21 @@ export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): 
     if (error instanceof AbortError || (error as Error).message.startsWith('the backend')) throw error;
     throw new Error(`the backend did not become healthy within ${Math.round((Date.now() - started) / 1000)}s (${(error as Error).message}). Run scripts/doctor.ts --host ${ctx.host.name}.`);
   });
+}
+
+const UNHEALTHY_GRACE_MS = 30_000;
+
+/** The newest health check's exit code and last output line, e.g. "exit 1: curl: (22) … error: 500". */
+async function lastHealthCheck(ctx: StepContext): Promise<string> {
+  const { stdout } = await ctx.run(sh`docker inspect --format '{{json .State.Health}}' ${CONTAINERS.backend}`, 'health log', { allowFail: true });
+  try {
+    const log = (JSON.parse(stdout) as { Log?: Array<{ ExitCode: number; Output: string }> } | null)?.Log ?? [];
+    const last = log[log.length - 1];
+    // The last line: curl's progress meter (\r-separated) comes before its error.
+    return last ? `exit ${last.ExitCode}: ${last.Output.split(/[\r\n]+/).map(l => l.trim()).filter(Boolean).pop() ?? 'no output'}` : 'no health check result yet';
+  } catch {
+    return 'its health log cannot be read';
+  }
 }
 
 export const appliedFact: Fact<string> = { key: 'compose-applied', command: `cat ${APPLIED}`, parse: out => out.trim() };
