@@ -11,10 +11,25 @@ const KNOWN_PACKAGES = [
   'postgresql', 'postgresql-client', 'nginx', 'certbot', 'ufw', 'iptables', 'curl', 'ca-certificates', 'cron', 'openssl',
 ];
 
-export const installedPackages: Fact<Set<string>> = {
+export interface Packages {
+  installed: Set<string>;
+  /** Unpacked or half-configured: a dpkg run was killed, or is still going (an apt-get that a
+   * killed run left behind). Their files may be on disk, so only dpkg's word counts. */
+  unfinished: Set<string>;
+}
+
+const FINISHED_OR_ABSENT = new Set(['installed', 'not-installed', 'config-files', '']);
+
+export const installedPackages: Fact<Packages> = {
   key: 'packages',
   command: sh`dpkg-query -W -f='\${Package} \${db:Status-Status}\\n' ${KNOWN_PACKAGES}`,
-  parse: out => new Set(out.split('\n').filter(l => l.endsWith(' installed')).map(l => l.split(' ')[0]!)),
+  parse: out => {
+    const states = out.split('\n').map(line => line.trim().split(' ') as [string, string?]);
+    return {
+      installed: new Set(states.filter(([, status]) => status === 'installed').map(([name]) => name)),
+      unfinished: new Set(states.filter(([name, status]) => name && !FINISHED_OR_ABSENT.has(status ?? '')).map(([name]) => name)),
+    };
+  },
 };
 
 export const initSystem: Fact<'systemd' | 'other'> = {
@@ -95,7 +110,7 @@ const APT_UPDATED = 'apt-updated';
 
 /** Ensures packages are installed; returns whether anything was missing. */
 export async function ensurePackages(ctx: StepContext, packages: string[]): Promise<boolean> {
-  const installed = await ctx.fact(installedPackages);
+  const { installed } = await ctx.fact(installedPackages);
   const missing = packages.filter(p => !installed.has(p));
   if (missing.length === 0) return false;
   await ctx.change(`install ${missing.join(', ')}`, () => aptInstall(ctx, missing));

@@ -241,17 +241,27 @@ async function baseline(): Promise<void> {
 test('the very first install on a fresh droplet, killed twice, converges on the next run', { timeout: 60 * 60_000 }, async () => {
   const signals: NodeJS.Signals[] = random() < 0.5 ? ['SIGINT', 'SIGKILL'] : ['SIGKILL', 'SIGINT'];
   for (const [i, signal] of signals.entries()) {
-    // The first minute is directories, the Docker packages and the PostgreSQL packages.
-    const delay = Math.round(3000 + random() * 50_000);
     const run = install('dev', 'v1', `dev-fresh-kill-${i + 1}`);
-    const ended = await Promise.race([run.done.then(() => true), sleep(delay).then(() => false)]);
-    if (ended) {
-      say(`fresh install ${i + 1}: finished before the ${signal} planned at ${delay / 1000}s`);
+    let when: string;
+    if (i === 0) {
+      // The first kill lands while apt installs the Docker packages (dpkg may be mid-way).
+      await waitForOutput(run, /^dev\s+… docker: install/m);
+      const extra = Math.round(random() * 30_000);
+      await Promise.race([run.done, sleep(extra)]);
+      when = `${extra / 1000}s into the Docker packages`;
+    } else {
+      // The second anywhere in the next two minutes: start-up, then whatever is left to do.
+      const delay = Math.round(5000 + random() * 115_000);
+      await Promise.race([run.done, sleep(delay)]);
+      when = `after ${delay / 1000}s`;
+    }
+    if (!live.has(run)) {
+      say(`fresh install ${i + 1}: finished before its ${signal} (${when})`);
       continue;
     }
     const where = lastLine(run);
     const killed = await killRun(run, signal);
-    say(`fresh install kill ${i + 1}: ${signal} after ${delay / 1000}s (exit ${killed.code ?? killed.signal}) at: ${where}`);
+    say(`fresh install kill ${i + 1}: ${signal} ${when} (exit ${killed.code ?? killed.signal}) at: ${where}`);
     await assertLiveFilesWhole('dev', `after fresh kill ${i + 1}`);
   }
   const rerun = await install('dev', 'v1', 'dev-fresh-rerun').done;
@@ -305,6 +315,8 @@ test(`install killed ${KILLS} times at random points while it replaces the conta
 
     const rerun = await install('dev', target, `dev-rerun-${n}-${target}`).done;
     const json = assertRunConverged(rerun, ['dev'], `the re-run after kill ${n} (${signal} at ${delay / 1000}s, seed ${SEED})`);
+    // The killed run's lock went with its connection: the re-run did not wait for it.
+    assert.doesNotMatch(rerun.stderr, /is being changed by/, `kill ${n}: the re-run waited for the dead run's lock`);
     const changed = json.hosts[0]!.steps.filter(s => s.status === 'changed').map(s => `${s.step}: ${s.detail}`);
     say(`  re-run ${n} converged in ${rerun.seconds.toFixed(1)}s${changed.length ? `, doing: ${changed.join(' | ').slice(0, 300)}` : ', with nothing left to do'}`);
     current.dev = target;
@@ -403,6 +415,30 @@ test('a pg_hba.conf change whose reload failed is reloaded by the next run', { t
     await assertDocumentIntact('dev', `after "${fault}" and the next run`);
     say(`reload: ${fault}; the next run did "${step.detail}"`);
   }
+});
+
+test('temporary files that a killed write left beside live files are removed by the next run, and nothing else changes', { timeout: 30 * 60_000 }, async () => {
+  await baseline();
+  const converged = await install('dev', current.dev, 'dev-before-litter').done;
+  assertRunConverged(converged, ['dev'], 'the run before the litter');
+  const started = await sh('dev', "docker inspect --format '{{.State.StartedAt}}' convex-backend convex-dashboard");
+  // What a write killed between mktemp and mv leaves: a hidden partial copy beside the target.
+  const targets = ['/opt/convex/.env', '/opt/convex/docker-compose.yml', '$(ls -d /etc/postgresql/*/main)/pg_hba.conf'];
+  for (const target of targets) {
+    await fleet.exec('dev', `t="${target}"; head -c 40 "$t" > "$(dirname "$t")/.$(basename "$t").convex-ops.Kx7Q2z" && chmod 600 "$(dirname "$t")/.$(basename "$t").convex-ops.Kx7Q2z"`);
+  }
+  assert.equal((await sh('dev', "find /opt/convex/ /etc/postgresql -maxdepth 4 -name '.*.convex-ops.??????'")).split('\n').length, 3);
+  const run = await install('dev', current.dev, 'dev-after-litter').done;
+  const json = assertRunConverged(run, ['dev'], 'the run after the litter');
+  const changes = json.hosts[0]!.steps.filter(s => s.status === 'changed').map(s => s.detail).sort();
+  assert.deepEqual(changes, [
+    'remove a temporary file of .env left by an interrupted run',
+    'remove a temporary file of docker-compose.yml left by an interrupted run',
+    'remove a temporary file of pg_hba.conf left by an interrupted run',
+  ]);
+  await assertHostClean('dev', 'after removing the litter');
+  assert.equal(await sh('dev', "docker inspect --format '{{.State.StartedAt}}' convex-backend convex-dashboard"), started, 'containers were restarted');
+  await assertDocumentIntact('dev', 'after removing the litter');
 });
 
 test('one of two hosts loses its connection mid-run: the other completes, and a re-run converges with nothing duplicated', { timeout: 60 * 60_000 }, async () => {

@@ -10,6 +10,7 @@ import { renderCompose } from '../../scripts/lib/steps/compose.ts';
 import { composeInputsHash } from '../../scripts/lib/steps/up.ts';
 import { quote, sh } from '../../scripts/lib/shell.ts';
 import { redact, registerSecret } from '../../scripts/lib/redact.ts';
+import { installedPackages } from '../../scripts/lib/system.ts';
 
 const host: Host = {
   name: 'dev', address: '10.0.0.1', port: 22, user: 'root', known_hosts: '/k', volume: '/mnt/v', root: '/opt/convex',
@@ -91,4 +92,10 @@ test('remote quoting and redaction', () => {
   assert.equal(sh`ls ${['a b', 'c']} ${"x'y"}`, `ls 'a b' c 'x'\\''y'`);
   registerSecret('s3cr3t/value');
   assert.equal(redact('url=s3cr3t%2Fvalue and s3cr3t/value'), 'url=******** and ********');
+});
+
+test('packages that a killed or still running dpkg left half-way count as unfinished, not installed', () => {
+  const packages = installedPackages.parse('docker.io unpacked\ncurl installed\ndocker-compose half-configured\nnginx not-installed\ncertbot config-files\npostgresql \n', 0);
+  assert.deepEqual([...packages.installed], ['curl']);
+  assert.deepEqual([...packages.unfinished].sort(), ['docker-compose', 'docker.io']);
 });

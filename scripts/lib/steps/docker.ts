@@ -72,11 +72,14 @@ export const docker: Step = {
     let state = await ctx.fact(dockerState);
     const packages = await ctx.fact(installedPackages);
     const wanted: string[] = [];
-    if (!state.cli) wanted.push('docker.io');
-    if (!packages.has('curl')) wanted.push('curl');
-    if (!packages.has('ca-certificates')) wanted.push('ca-certificates');
+    // Files on disk are not enough while dpkg is half-way through their package: apt finishes
+    // (or waits for) that dpkg run before the engine is started.
+    const unfinished = (names: string[]) => names.some(name => packages.unfinished.has(name));
+    if (!state.cli || unfinished(['docker.io', 'docker-ce'])) wanted.push('docker.io');
+    if (!packages.installed.has('curl')) wanted.push('curl');
+    if (!packages.installed.has('ca-certificates')) wanted.push('ca-certificates');
     // Compose: the v2 plugin where the distribution packages it, else v1 (Debian 12).
-    if (state.compose === 'none') wanted.push('docker-compose-v2|docker-compose-plugin|docker-compose');
+    if (state.compose === 'none' || unfinished(['docker-compose-v2', 'docker-compose-plugin', 'docker-compose'])) wanted.push('docker-compose-v2|docker-compose-plugin|docker-compose');
     if (wanted.length) {
       await ctx.change(`install ${wanted.map(p => p.split('|')[0]).join(', ')}`, () => aptInstall(ctx, wanted));
       state = await ctx.fact(dockerState);
