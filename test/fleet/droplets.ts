@@ -118,19 +118,22 @@ export async function containerIp(container: string, network: string): Promise<s
   return ip;
 }
 
+/** Whether a TCP connection to host:port is accepted within timeoutMs. */
+export function portOpen(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise(resolve => {
+    const socket = net.connect({ host, port, timeout: timeoutMs });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
 export function waitForPort(host: string, port: number, timeoutMs: number): Promise<true> {
-  return waitFor(`${host}:${port} to accept connections`, timeoutMs, () =>
-    new Promise<true | undefined>((resolve) => {
-      const socket = net.connect({ host, port, timeout: 1000 });
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(undefined));
-      socket.once('timeout', () => {
-        socket.destroy();
-        resolve(undefined);
-      });
-    }),
-  );
+  return waitFor(`${host}:${port} to accept connections`, timeoutMs, async () => ((await portOpen(host, port, 1000)) ? true : undefined));
 }
