@@ -6,7 +6,8 @@ import { relative } from 'node:path';
 import { ensureDockerEngine, fleetDown, fleetUp } from './index.ts';
 import { repoRoot } from './paths.ts';
 
-const NAME = 'demo';
+// CONVEX_OPS_DEMO_FLEET: another name, so the demo's own e2e test leaves a user's demo alone.
+const NAME = process.env.CONVEX_OPS_DEMO_FLEET || 'demo';
 
 function exitWith(message: string): never {
   process.stderr.write(`demo: ${message}\n`);
@@ -34,7 +35,8 @@ async function main(): Promise<number> {
     child.on('close', c => resolve(c ?? 1));
   });
   const dev = fleet.droplets.dev!;
-  const ca = relative(repoRoot, fleet.acmeCaPath!);
+  // Absolute, so the curl line works pasted into a shell in any directory.
+  const ca = fleet.acmeCaPath!;
   console.log(`
 ${code === 0 ? 'The demo droplet "dev" runs Convex behind HTTPS.' : `all.ts failed (exit ${code}); see above, or run: npx zx scripts/doctor.ts --host dev --inventory ${inventory}`}
 
