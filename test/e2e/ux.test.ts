@@ -178,9 +178,9 @@ echo "docker-compose: boom, secret $(sed -n 's/^INSTANCE_SECRET=//p' /opt/convex
     await fleet.exec('dev', '/usr/bin/docker stop convex-dashboard');
     const up = await run('up.ts', ['--host', 'dev']);
     assert.equal(up.code, 1, out(up));
-    assert.match(up.stdout, /^dev +up +failed +[\d.]+s {2}dev: compose up failed \(exit 1\):$/m);
+    assert.match(up.stdout, /^dev +up +failed +[\d.]+s {2}dev: compose up backend failed \(exit 1\):$/m);
     assert.match(up.stdout, /^dev +docker(-compose)?( compose)?: boom, secret \*{8} rejected$/m, 'the remote stderr, redacted, on a line of its own host');
-    assert.match(up.stdout, /^dev +failed at up: dev: compose up failed \(exit 1\):$/m, 'the recap repeats the failure');
+    assert.match(up.stdout, /^dev +failed at up: dev: compose up backend failed \(exit 1\):$/m, 'the recap repeats the failure');
   } finally {
     await fleet.exec('dev', 'rm -f /usr/local/bin/docker /usr/local/bin/docker-compose');
     const fixed = await run('up.ts', ['--host', 'dev']);
