@@ -101,19 +101,6 @@ export function maskedEnvDiff(path: string, before: string, after: string): stri
   return createTwoFilesPatch(path, path, mask(before), mask(after, values), 'live (values masked)', 'wanted (values masked)', { context: 3 });
 }
 
-/**
- * Removes the temporary files of `path` that a run killed mid-write left beside it (they are
- * hidden and match no include pattern, so they are litter, not configuration). ensureFile does
- * this itself; a step that writes a file only sometimes calls it when it does not.
- */
-export async function removeStaleTemps(ctx: StepContext, path: string, label = path): Promise<void> {
-  const stale = (await ctx.fact(fileFact(path))).stale;
-  if (!stale?.length) return;
-  await ctx.change(`remove ${stale.length === 1 ? 'a temporary file' : `${stale.length} temporary files`} of ${label} left by an interrupted run`, () =>
-    ctx.run(sh`rm -f ${stale}`, `remove temporary files of ${path}`),
-  );
-}
-
 /** Writes the file if its content, mode or owner differ; returns whether it changed. */
 export async function ensureFile(ctx: StepContext, want: DesiredFile): Promise<boolean> {
   const state = await ctx.fact(fileFact(want.path));
@@ -121,7 +108,12 @@ export async function ensureFile(ctx: StepContext, want: DesiredFile): Promise<b
   const group = want.group ?? owner;
   if (state.kind === 'other') throw new Error(`${want.path} exists but is a ${state.type}, not a regular file. Move it away, then run again.`);
   const label = want.label ?? want.path;
-  await removeStaleTemps(ctx, want.path, label);
+  if (state.stale?.length) {
+    const stale = state.stale;
+    await ctx.change(`remove ${stale.length === 1 ? 'a temporary file' : `${stale.length} temporary files`} of ${label} left by an interrupted run`, () =>
+      ctx.run(sh`rm -f ${stale}`, `remove temporary files of ${want.path}`),
+    );
+  }
   if (state.kind === 'file' && state.content === want.content) {
     if (state.mode !== want.mode.replace(/^0/, '') || state.owner !== owner || state.group !== group) {
       await ctx.change(`set ${label} to mode ${want.mode} ${owner}:${group}`, () =>

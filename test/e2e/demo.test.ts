@@ -4,33 +4,26 @@
 // network or volume behind. The demo runs under its own fleet name, so a user's demo stays.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { fleetDown } from '../fleet/index.ts';
+import { dockerOut, run } from '../fleet/proc.ts';
 import { FLEET_LABEL, repoRoot } from '../fleet/paths.ts';
 
 const NAME = 'demotest';
 const LONG = { timeout: 50 * 60_000 };
 
-function demo(args: string[] = []): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('npm', ['run', '--silent', 'demo', ...(args.length ? ['--', ...args] : [])], {
-      cwd: repoRoot,
-      env: { ...process.env, CONVEX_OPS_DEMO_FLEET: NAME, NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', code => resolve({ code, out }));
+async function demo(args: string[] = []): Promise<{ code: number; out: string }> {
+  const result = await run('npm', ['run', '--silent', 'demo', ...(args.length ? ['--', ...args] : [])], {
+    cwd: repoRoot,
+    env: { ...process.env, CONVEX_OPS_DEMO_FLEET: NAME, NO_COLOR: '1' },
+    allowFail: true,
   });
+  return { code: result.code, out: result.stdout + result.stderr };
 }
 
-const left = (kind: 'ps --all' | 'network ls' | 'volume ls') =>
-  execFileSync('sh', ['-c', `docker ${kind} --quiet --filter label=${FLEET_LABEL}=${NAME}`], { encoding: 'utf8' }).trim();
+const left = (kind: 'ps --all' | 'network ls' | 'volume ls') => dockerOut([...kind.split(' '), '--quiet', '--filter', `label=${FLEET_LABEL}=${NAME}`]);
 
 before(() => fleetDown(NAME));
 after(() => fleetDown(NAME));
@@ -45,8 +38,8 @@ test('npm run demo ends with a working https backend, and its curl line returns 
   assert.ok(curl, `no curl line in:\n${first.out}`);
   assert.ok(isAbsolute(curl[2]!), 'the CA file is named by an absolute path');
   // Pasted into a shell in another directory, as a user would.
-  const version = execFileSync('sh', ['-c', curl[1]!], { cwd: tmpdir(), encoding: 'utf8' }).trim();
-  const inside = execFileSync('docker', ['exec', `cxo-${NAME}-dev`, 'curl', '-fsS', 'http://127.0.0.1:3210/version'], { encoding: 'utf8' }).trim();
+  const version = (await run('sh', ['-c', curl[1]!], { cwd: tmpdir() })).stdout.trim();
+  const inside = await dockerOut(['exec', `cxo-${NAME}-dev`, 'curl', '-fsS', 'http://127.0.0.1:3210/version']);
   assert.ok(version.length > 0, 'the backend answered an empty version');
   assert.equal(version, inside, 'https through nginx answers what the backend itself answers');
 
@@ -67,10 +60,10 @@ test('a second npm run demo reuses the fleet and changes nothing', LONG, async (
 });
 
 test('npm run demo -- down leaves no container, network or volume behind', LONG, async () => {
-  assert.notEqual(left('ps --all'), '', 'the demo fleet was not up before down');
+  assert.notEqual(await left('ps --all'), '', 'the demo fleet was not up before down');
   const down = await demo(['down']);
   assert.equal(down.code, 0, down.out);
-  assert.equal(left('ps --all'), '', 'containers left');
-  assert.equal(left('network ls'), '', 'networks left');
-  assert.equal(left('volume ls'), '', 'volumes left');
+  assert.equal(await left('ps --all'), '', 'containers left');
+  assert.equal(await left('network ls'), '', 'networks left');
+  assert.equal(await left('volume ls'), '', 'volumes left');
 });

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Host } from '../inventory.ts';
 import { databaseName } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
-import { ensureFile, fileFact, MANAGED_MARKER, removeStaleTemps } from '../files.ts';
+import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import type { FileState } from '../files.ts';
 import { ensurePackages, installedPackages, serviceScript } from '../system.ts';
 import { sh } from '../shell.ts';
@@ -228,12 +228,8 @@ async function localMode(ctx: StepContext): Promise<string> {
   const hba = await ctx.fact(fileFact(hbaPath));
   if (hba.kind !== 'file') throw new Error(`${hbaPath} is missing.`);
   const wantedHba = withHbaBlock(hba.content, host, networks.subnets);
-  if (wantedHba !== hba.content) {
-    await ctx.markPending('postgresql-reload');
-    await ensureFile(ctx, { path: hbaPath, content: wantedHba, mode: '640', owner: 'postgres', label: 'pg_hba.conf' });
-  } else {
-    await removeStaleTemps(ctx, hbaPath, 'pg_hba.conf');
-  }
+  if (wantedHba !== hba.content) await ctx.markPending('postgresql-reload');
+  await ensureFile(ctx, { path: hbaPath, content: wantedHba, mode: '640', owner: 'postgres', label: 'pg_hba.conf' });
   const listen = `localhost,${networks.bridgeGateway}`;
   const listenConf = `# ${MANAGED_MARKER}: the backend containers reach PostgreSQL at host.docker.internal (the Docker bridge).\nlisten_addresses = '${listen}'\n`;
   const confChanged = await ensureFile(ctx, { path: listenPath, content: listenConf, mode: '644', owner: 'postgres', label: 'conf.d/convex-ops.conf' });

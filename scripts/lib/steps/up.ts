@@ -79,9 +79,11 @@ export async function composeUp(ctx: StepContext, why: string): Promise<void> {
     // The backend first: the dashboard depends on it being healthy, and compose (v1 at once, v2
     // after its own wait) gives up on a backend still in the restart loop whose cause this run
     // just fixed (e.g. pg_hba.conf), where a bounded wait sees it come back.
-    await ctx.run(sh`cd ${host.root} && ${compose.split(' ')} up -d backend`, 'compose up backend', { onOutput: c => ctx.progress(c) });
+    const upDetached = (services: string[]) =>
+      ctx.run(sh`cd ${host.root} && ${compose.split(' ')} up -d ${services}`, ['compose up', ...services].join(' '), { onOutput: c => ctx.progress(c) });
+    await upDetached(['backend']);
     await waitHealthy(ctx, { dashboard: false });
-    await ctx.run(sh`cd ${host.root} && ${compose.split(' ')} up -d`, 'compose up', { onOutput: c => ctx.progress(c) });
+    await upDetached([]);
     await waitHealthy(ctx);
     await ctx.run(sh`mkdir -p ${STATE_DIR} && printf '%s\n' ${hash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}`, 'record applied configuration');
   });
