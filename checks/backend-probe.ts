@@ -1,11 +1,12 @@
 // What the backend's checks read, as one command they all use: checks with the same probe share
 // one reading, so a run asks the droplet once for the engine's documents of both containers and
 // of the images the inventory pins, the HTTP status of the backend's /version and of the
-// dashboard, and what the backend logged since it started. Each check judges its own part.
+// dashboard, and what the backend logged since it started (from the engine's API: each docker
+// CLI process costs several curls). Each check judges its own part.
 import type { Host } from '../scripts/lib/inventory.ts';
 import { engineRead, parseEngine } from '../scripts/lib/docker-api.ts';
 import { sh } from '../scripts/lib/shell.ts';
-import { CONTAINERS } from '../scripts/lib/steps/up.ts';
+import { CONTAINERS } from '../scripts/lib/steps/docker.ts';
 
 export const BACKEND_VERSION_URL = 'http://127.0.0.1:3210/version';
 export const DASHBOARD_URL = 'http://127.0.0.1:6791/';
@@ -14,6 +15,9 @@ export const DASHBOARD_URL = 'http://127.0.0.1:6791/';
 const LOG_SUMMARY = `index($0, "Connected to Postgres database") { connected++ }
 /(^|[^A-Za-z0-9_])ERROR([^A-Za-z0-9_]|$)/ && errors < 3 { errors++; print "error " $0 }
 END { print "connected " connected + 0 }`;
+
+/** Docker's multiplexed log stream (a container without a TTY) to plain text. */
+export const DEMUX = 'binmode STDIN; binmode STDOUT; while (read(STDIN, $h, 8) == 8) { read(STDIN, $b, unpack("x4 N", $h)); print $b }';
 
 export function backendProbe(host: Host): string {
   const objects = [
@@ -28,7 +32,10 @@ export function backendProbe(host: Host): string {
     sh`curl -s -o /dev/null -o /dev/null --max-time 5 -w 'http %{url_effective} %{http_code}\n' ${BACKEND_VERSION_URL} ${DASHBOARD_URL}`,
     // The backend's document comes first: its StartedAt is the start the logs are read from.
     `started=$(printf '%s\\n' "$engine" | sed -n '/"StartedAt"/{s/.*"StartedAt": *"\\([^"]*\\)".*/\\1/p;q;}')`,
-    sh`docker logs --since "$started" ${CONTAINERS.backend} 2>&1 | awk ${LOG_SUMMARY}`,
+    // The engine's log endpoint, as `docker logs` reads it, without starting the CLI: stdout and
+    // stderr frames in order, each behind an 8-byte header (stream, size) that perl strips.
+    `since=$(date -d "$started" +%s.%N 2>/dev/null || echo 0)`,
+    sh`curl -sf --max-time 20 --unix-socket /var/run/docker.sock ${`http://docker/containers/${CONTAINERS.backend}/logs?stdout=1&stderr=1&since=`}"$since" | perl -e ${DEMUX} | awk ${LOG_SUMMARY}`,
   ].join('\n');
 }
 

@@ -1,5 +1,5 @@
 import type { Check } from '../scripts/lib/check.ts';
-import { CONTAINERS } from '../scripts/lib/steps/up.ts';
+import { CONTAINERS } from '../scripts/lib/steps/docker.ts';
 import { backendProbe, parseBackendProbe } from './backend-probe.ts';
 
 /** The running containers use exactly the images pinned in the inventory. */

@@ -3,7 +3,7 @@
 // same command share one reading of it.
 import type { Host } from './inventory.ts';
 import type { Fact, StepResult } from './step.ts';
-import { gatherFacts } from './step.ts';
+import { gatherFacts, Readings } from './step.ts';
 import type { Connection } from './ssh.ts';
 
 export interface Check {
@@ -38,14 +38,14 @@ export function probeFacts(checks: Check[], host: Host): Array<Fact<ProbeReading
  * earlier in this run, when nothing has changed since) are not asked again; the others go to
  * the host as one command.
  */
-export async function runChecks(conn: Connection, checks: Check[], host: Host = conn.host, readings: Map<string, unknown> = new Map()): Promise<StepResult[]> {
+export async function runChecks(conn: Connection, checks: Check[], host: Host = conn.host, readings = new Readings()): Promise<StepResult[]> {
   const applicable = applicableChecks(checks, host);
   const started = Date.now();
   const facts = applicable.map(c => probeFact(c.probe(host)));
   await gatherFacts(conn, facts.filter(f => !readings.has(f.key)), readings);
   const seconds = (Date.now() - started) / 1000 / Math.max(applicable.length, 1);
   return applicable.map((c, i) => {
-    const reading = readings.get(facts[i]!.key) as ProbeReading;
+    const reading = readings.get(facts[i]!)!;
     const failure = c.verdict(reading.output, reading.code, host);
     return { step: `check ${c.name}`, status: failure ? 'failed' : 'ok', detail: failure ?? '', changes: [], diffs: [], seconds };
   });

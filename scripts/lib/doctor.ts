@@ -10,7 +10,7 @@ import YAML from 'yaml';
 import type { Host } from './inventory.ts';
 import { databaseName } from './inventory.ts';
 import type { Fact } from './step.ts';
-import { gatherFacts, STATE_DIR } from './step.ts';
+import { gatherFacts, Readings, STATE_DIR } from './step.ts';
 import { Connection } from './ssh.ts';
 import { MANAGED_MARKER } from './files.ts';
 import { sh } from './shell.ts';
@@ -19,7 +19,7 @@ import { dockerNetworks, dockerState } from './steps/docker.ts';
 import type { DockerNetworks, DockerState } from './steps/docker.ts';
 import { composePath, envPath, parseEnv, passwordFromCompose } from './steps/secret.ts';
 import type { EnvValues } from './steps/secret.ts';
-import { CONTAINERS } from './steps/up.ts';
+import { CONTAINERS } from './steps/docker.ts';
 import { localSecretsFile } from './steps/admin-key.ts';
 
 export type Severity = 'problem' | 'warning';
@@ -359,9 +359,9 @@ export function doctorFacts(host: Host): Array<Fact<unknown>> {
 
 /** Reads everything doctor needs from the host, in one remote command. */
 export async function readDoctorState(conn: Connection, host: Host, localSecrets?: string): Promise<DoctorState> {
-  const facts = new Map<string, unknown>();
+  const facts = new Readings();
   await gatherFacts(conn, doctorFacts(host), facts);
-  const get = <T>(fact: Fact<T>) => facts.get(fact.key) as T;
+  const get = <T>(fact: Fact<T>) => facts.get(fact) as T;
   const env = get(textFile('env', envPath(host)));
   const compose = get(textFile('compose', composePath(host)));
   // Before anything is printed: every secret this host has is masked from here on.

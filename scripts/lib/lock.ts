@@ -8,7 +8,20 @@ import { STATE_DIR } from './step.ts';
 
 export class LockError extends Error {}
 
-export async function acquireRunLock(conn: Connection, opts: { waitSeconds: number; script: string; onWait: (holder: string) => void }): Promise<() => void> {
+export interface RunLock {
+  release: () => void;
+  /** What `read` printed, run as soon as the lock was taken. */
+  read?: string;
+}
+
+const READ_END = '@@convex-ops-read-end';
+
+/**
+ * Takes the run lock. `read`, a script, runs under the lock in the same remote command (the
+ * state a run starts from costs no round trip of its own, and is read only once nothing else
+ * can change it).
+ */
+export async function acquireRunLock(conn: Connection, opts: { waitSeconds: number; script: string; read?: string; onWait: (holder: string) => void }): Promise<RunLock> {
   const time = new Date().toTimeString().slice(0, 5);
   const holder = `${userInfo().username}@${hostname()} since ${time} (${opts.script}, pid ${process.pid})`;
   const script = [
@@ -27,19 +40,35 @@ export async function acquireRunLock(conn: Connection, opts: { waitSeconds: numb
     // Renamed into place, so a waiting run never reads a half-written holder.
     sh`printf '%s %s\n' "$$" ${holder} > ${`${STATE_DIR}/.lock.holder.new`} && mv -f ${`${STATE_DIR}/.lock.holder.new`} ${`${STATE_DIR}/lock.holder`}`,
     'echo LOCKED',
+    ...(opts.read ? [`( ${opts.read}
+) 2>/dev/null`, `echo "${READ_END} $?"`] : []),
     'cat >/dev/null',
   ].join('\n');
   let busyWith = 'another run';
   return new Promise((resolve, reject) => {
     let settled = false;
+    let read: string[] | undefined;
     conn
-      .hold(script, line => {
-        if (line.startsWith('BUSY')) {
+      .hold(script, (line, stream) => {
+        if (read) {
+          if (stream === 'stderr') return;
+          if (!line.startsWith(READ_END)) return void read.push(line);
+          settled = true;
+          const code = Number(line.slice(READ_END.length + 1));
+          if (code === 0) resolve({ release: () => release(), read: read.join('\n') + '\n' });
+          else {
+            release();
+            reject(new Error(`${conn.host.name}: read state failed (exit ${code})`));
+          }
+        } else if (line.startsWith('BUSY')) {
           busyWith = line.slice(5) || 'another run';
           opts.onWait(busyWith);
         } else if (line === 'LOCKED' && !settled) {
-          settled = true;
-          resolve(() => release());
+          if (opts.read) read = [];
+          else {
+            settled = true;
+            resolve({ release: () => release() });
+          }
         } else if (line === 'TIMEOUT' && !settled) {
           settled = true;
           reject(new LockError(`${conn.host.name} is being changed by ${busyWith}; gave up after ${opts.waitSeconds}s. Wait for that run to finish, or raise --lock-timeout.`));

@@ -153,9 +153,10 @@ export async function play(spec: PlaySpec): Promise<never> {
   const runs = await forEachHost(hosts, Number(args.parallel ?? 10), async host => {
     const session = sessionFor(host, args, reporter, spec.script);
     try {
-      if (await session.open()) {
-        const checks = args.check ? undefined : spec.checks?.(host);
-        const converged = await session.run(spec.steps(host, { args, local: (...parts) => localDir(inventory, ...parts) }), { checks });
+      const checks = args.check ? undefined : spec.checks?.(host);
+      const steps = spec.steps(host, { args, local: (...parts) => localDir(inventory, ...parts) });
+      if (await session.open({ steps, phase: { checks } })) {
+        const converged = await session.run(steps, { checks });
         if (converged && checks) await session.checks(checks);
       }
     } finally {

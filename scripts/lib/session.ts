@@ -3,8 +3,8 @@
 import type { Host } from './inventory.ts';
 import { Connection } from './ssh.ts';
 import { acquireRunLock } from './lock.ts';
-import { gatherFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
-import type { HostMemo, Step, StepResult } from './step.ts';
+import { factsScript, gatherFacts, Readings, recordFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
+import type { Fact, HostMemo, Step, StepResult } from './step.ts';
 import type { Check } from './check.ts';
 import { isProbeKey, probeFacts, runChecks } from './check.ts';
 import type { HostRun, Reporter } from './report.ts';
@@ -39,11 +39,13 @@ export class HostSession {
   readonly memo: HostMemo = new Map();
   conn?: Connection;
   private readonly options: SessionOptions;
-  private readonly cache = new Map<string, unknown>();
+  private readonly cache = new Readings();
   private releaseLock?: () => void;
   private readonly started = Date.now();
   /** Probe readings taken with the state of the last run() that changed nothing. */
-  private readings?: Map<string, unknown>;
+  private readings?: Readings;
+  /** The cache holds what open() read under the lock for the first run(). */
+  private prefetched = false;
 
   constructor(host: Host, options: SessionOptions) {
     this.host = host;
@@ -54,19 +56,39 @@ export class HostSession {
     return this.results.some(r => r.status === 'failed');
   }
 
-  /** Connects and (except for a dry run, which must write nothing) takes the run lock. */
-  async open(): Promise<boolean> {
+  /**
+   * Connects and (except for a dry run, which must write nothing) takes the run lock. The facts
+   * of `first`, the first run() to come, are read under the lock in the same command, while
+   * its steps' local preparations run here.
+   */
+  async open(first?: { steps: Step[]; phase?: PhaseOptions }): Promise<boolean> {
     return this.record('connect', async () => {
+      const warming = Promise.all((first?.steps ?? []).map(s => s.warm?.()));
       this.conn = await Connection.open(this.host, { acceptNew: this.options.acceptNew });
       if (!this.options.check) {
-        this.releaseLock = await acquireRunLock(this.conn, {
+        const prefetch = first ? this.factsFor(first.steps, first.phase) : [];
+        const lock = await acquireRunLock(this.conn, {
           waitSeconds: this.options.lockTimeout,
           script: this.options.script,
+          read: prefetch.length ? factsScript(prefetch) : undefined,
           onWait: holder => this.options.reporter.warn(this.host.name, `${this.host.name} is being changed by ${holder}; waiting up to ${this.options.lockTimeout}s`),
         });
+        this.releaseLock = lock.release;
+        if (lock.read !== undefined) {
+          recordFacts(this.host.name, lock.read, prefetch, this.cache);
+          this.prefetched = true;
+        }
       }
+      await warming;
       return `${this.host.user}@${this.host.address}:${this.host.port}`;
     });
+  }
+
+  /** Every fact run() reads for these steps: theirs, pending handlers, and the checks' probes. */
+  factsFor(steps: Step[], phase: PhaseOptions = {}): Array<Fact<unknown>> {
+    const host = phase.host ?? this.host;
+    const probes = phase.checks && !this.options.check ? probeFacts(phase.checks, host) : [];
+    return [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? []), ...probes];
   }
 
   /** Runs steps in order, stopping at the first failure. Facts for all of them are read at once. */
@@ -75,17 +97,18 @@ export class HostSession {
     const conn = this.conn;
     const host = phase.host ?? this.host;
     this.readings = undefined;
-    const probes = phase.checks && !this.options.check ? probeFacts(phase.checks, host) : [];
+    // Each run reads its facts afresh, but for those open() has just read under the lock.
+    const facts = this.factsFor(steps, phase).filter(f => !(this.prefetched && this.cache.has(f.key)));
+    this.prefetched = false;
     const prefetch = await this.record('read state', async () => {
-      const reading = gatherFacts(conn, [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? []), ...probes], this.cache);
+      const reading = gatherFacts(conn, facts, this.cache);
       // While the host reads, the steps' local preparations run.
       const warming = Promise.all(steps.map(s => s.warm?.()));
       await Promise.all([reading, warming]);
       return '';
     }, { quiet: true });
     // Probe readings never serve as facts: they leave the cache, and are kept only while nothing changes.
-    const readings = new Map([...this.cache].filter(([key]) => isProbeKey(key)));
-    for (const key of readings.keys()) this.cache.delete(key);
+    const readings = this.cache.take(isProbeKey);
     if (!prefetch) return false;
     let changed = false;
     for (const step of steps) {
@@ -115,7 +138,7 @@ export class HostSession {
     const conn = this.conn;
     const started = Date.now();
     const before = this.results.length;
-    const readings = this.readings ?? new Map<string, unknown>();
+    const readings = this.readings ?? new Readings();
     this.readings = undefined;
     try {
       const results = await runChecks(conn, checks, phase.host, readings);

@@ -159,7 +159,7 @@ export class Connection {
    * Starts a command whose stdin stays open until release() is called or the connection drops.
    * Used for the run lock: the remote side holds the lock exactly as long as this channel lives.
    */
-  async hold(script: string, onLine: (line: string) => void): Promise<{ release: () => void; exited: Promise<number> }> {
+  async hold(script: string, onLine: (line: string, stream: 'stdout' | 'stderr') => void): Promise<{ release: () => void; exited: Promise<number> }> {
     this.commands++;
     const client = this.ssh.connection;
     if (!client) throw new ConnectionError(`${this.host.name}: not connected`);
@@ -167,15 +167,17 @@ export class Connection {
       client.exec(this.wrap(script), (error, stream) => (error ? reject(error) : resolve(stream))),
     );
     let buffer = '';
-    channel.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
+    // A character split across two chunks is decoded whole.
+    channel.setEncoding('utf8');
+    channel.on('data', (chunk: string) => {
+      buffer += chunk;
       let newline: number;
       while ((newline = buffer.indexOf('\n')) >= 0) {
-        onLine(buffer.slice(0, newline));
+        onLine(buffer.slice(0, newline), 'stdout');
         buffer = buffer.slice(newline + 1);
       }
     });
-    channel.stderr.on('data', (chunk: Buffer) => onLine(chunk.toString().trim()));
+    channel.stderr.on('data', (chunk: Buffer) => onLine(chunk.toString().trim(), 'stderr'));
     const exited = new Promise<number>(resolve => channel.on('close', (code: number | null) => resolve(code ?? 255)));
     return { release: () => channel.end(), exited };
   }

@@ -6,11 +6,55 @@ import type { Connection, RunOptions, RunResult } from './ssh.ts';
 import { sh } from './shell.ts';
 
 export interface Fact<T> {
-  /** Unique per command: two facts with the same key are the same reading. */
+  /**
+   * Unique per command: two facts with the same key are the same reading, each parsing its own
+   * view of it (e.g. the engine's version and its containers come from one request).
+   */
   key: string;
   /** A POSIX sh snippet, run as root; its stdout is parsed. Its stderr is discarded. */
   command: string;
   parse: (stdout: string, exitCode: number) => T;
+}
+
+type Reading = { stdout: string; code: number } | { value: unknown };
+
+/** What the host printed for each fact's command, by key; a fact's value is parsed when asked. */
+export class Readings {
+  private readonly byKey = new Map<string, Reading>();
+
+  has(key: string): boolean {
+    return this.byKey.has(key);
+  }
+
+  get<T>(fact: Fact<T>): T | undefined {
+    const reading = this.byKey.get(fact.key);
+    if (!reading) return undefined;
+    return 'value' in reading ? (reading.value as T) : fact.parse(reading.stdout, reading.code);
+  }
+
+  record(key: string, stdout: string, code: number): void {
+    this.byKey.set(key, { stdout, code });
+  }
+
+  /** A value known without reading the host for it (see StepContext.learn). */
+  learn<T>(fact: Fact<T>, value: T): void {
+    this.byKey.set(fact.key, { value });
+  }
+
+  /** Moves the readings whose keys match into a new Readings. */
+  take(matches: (key: string) => boolean): Readings {
+    const taken = new Readings();
+    for (const [key, reading] of this.byKey) {
+      if (!matches(key)) continue;
+      taken.byKey.set(key, reading);
+      this.byKey.delete(key);
+    }
+    return taken;
+  }
+
+  clear(): void {
+    this.byKey.clear();
+  }
 }
 
 export type Status = 'ok' | 'changed' | 'failed' | 'skipped';
@@ -58,10 +102,10 @@ export class StepContext {
   readonly stepName: string;
   readonly changes: string[] = [];
   readonly diffs: string[] = [];
-  private readonly cache: Map<string, unknown>;
+  private readonly cache: Readings;
   private readonly events: HostEvents;
 
-  constructor(opts: { host: Host; conn: Connection; check: boolean; memo: HostMemo; cache: Map<string, unknown>; events: HostEvents; stepName: string }) {
+  constructor(opts: { host: Host; conn: Connection; check: boolean; memo: HostMemo; cache: Readings; events: HostEvents; stepName: string }) {
     this.host = opts.host;
     this.conn = opts.conn;
     this.check = opts.check;
@@ -73,7 +117,7 @@ export class StepContext {
 
   async fact<T>(fact: Fact<T>): Promise<T> {
     if (!this.cache.has(fact.key)) await gatherFacts(this.conn, [fact], this.cache);
-    return this.cache.get(fact.key) as T;
+    return this.cache.get(fact) as T;
   }
 
   /** Reads several facts in one remote command (those not already cached). */
@@ -83,7 +127,7 @@ export class StepContext {
 
   /** A fact already read in this run, without going to the host; undefined when it was not. */
   peek<T>(fact: Fact<T>): T | undefined {
-    return this.cache.get(fact.key) as T | undefined;
+    return this.cache.get(fact);
   }
 
   /**
@@ -91,7 +135,7 @@ export class StepContext {
    * was only known on the host), so that reading it costs no second round trip.
    */
   learn<T>(fact: Fact<T>, value: T): void {
-    this.cache.set(fact.key, value);
+    this.cache.learn(fact, value);
   }
 
   /**
@@ -153,30 +197,43 @@ export const pendingHandlers: Fact<string[]> = {
 const BEGIN = '@@convex-ops-fact-begin';
 const END = '@@convex-ops-fact-end';
 
+/** One of each key: facts with the same key are one reading. */
+function uniqueFacts(facts: Array<Fact<unknown>>): Array<Fact<unknown>> {
+  return [...new Map(facts.map(f => [f.key, f])).values()];
+}
+
 /**
- * Runs many facts as one remote command. They run concurrently on the host, each writing its
- * delimited section (its output, then its exit code) to its own temporary file; one `cat` prints
- * them all, and each section is parsed on its own. Every process counts on a converged run, so
- * the wrapping costs two forks per fact and nothing per section.
+ * The one remote command that reads many facts. They run concurrently on the host, each writing
+ * its delimited section (its output, then its exit code) to its own temporary file; one `cat`
+ * prints them all, and recordFacts parses each section on its own. Every process counts on a
+ * converged run, so the wrapping costs two forks per fact and nothing per section.
  */
-export async function gatherFacts(conn: Connection, facts: Array<Fact<unknown>>, into: Map<string, unknown>): Promise<void> {
-  const unique = [...new Map(facts.map(f => [f.key, f])).values()];
-  if (unique.length === 0) return;
-  const script = [
+export function factsScript(facts: Array<Fact<unknown>>): string {
+  return [
     'd=$(mktemp -d) || exit 1',
     `trap 'rm -rf "$d"' EXIT`,
-    ...unique.map((f, i) => `( printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?" ) >"$d/${String(i).padStart(4, '0')}" &`),
+    ...uniqueFacts(facts).map((f, i) => `( printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?" ) >"$d/${String(i).padStart(4, '0')}" &`),
     'wait',
     'cat "$d"/*',
   ].join('\n');
-  const { stdout } = await conn.run(script, 'read state');
-  for (const [i, fact] of unique.entries()) {
+}
+
+/** Records what factsScript(facts) printed, one reading per fact. */
+export function recordFacts(host: string, stdout: string, facts: Array<Fact<unknown>>, into: Readings): void {
+  for (const [i, fact] of uniqueFacts(facts).entries()) {
     const start = stdout.indexOf(`${BEGIN} ${i}\n`);
     const endMarker = `\n${END} ${i} `;
     const end = stdout.indexOf(endMarker, start);
-    if (start < 0 || end < 0) throw new Error(`${conn.host.name}: could not read state "${fact.key}"`);
+    if (start < 0 || end < 0) throw new Error(`${host}: could not read state "${fact.key}"`);
     const body = stdout.slice(start + BEGIN.length + String(i).length + 2, end);
     const code = Number.parseInt(stdout.slice(end + endMarker.length), 10);
-    into.set(fact.key, fact.parse(body, code));
+    into.record(fact.key, body, code);
   }
+}
+
+/** Reads the facts in one remote command. */
+export async function gatherFacts(conn: Connection, facts: Array<Fact<unknown>>, into: Readings): Promise<void> {
+  if (facts.length === 0) return;
+  const { stdout } = await conn.run(factsScript(facts), 'read state');
+  recordFacts(conn.host.name, stdout, facts, into);
 }

@@ -12,9 +12,10 @@ import type { Host } from '../../scripts/lib/inventory.ts';
 import type { Connection, RunResult } from '../../scripts/lib/ssh.ts';
 import type { Check } from '../../scripts/lib/check.ts';
 import { probeFacts, runChecks } from '../../scripts/lib/check.ts';
-import { gatherFacts } from '../../scripts/lib/step.ts';
+import { gatherFacts, Readings } from '../../scripts/lib/step.ts';
 import { newestClusterFile } from '../../scripts/lib/steps/postgres.ts';
 import { backendConnected, noErrors } from '../../checks/backend-logs.ts';
+import { DEMUX } from '../../checks/backend-probe.ts';
 import { backendHealthy } from '../../checks/backend-healthy.ts';
 import { dashboardAnswers } from '../../checks/dashboard.ts';
 import { imagesPinned } from '../../checks/images-pinned.ts';
@@ -56,7 +57,7 @@ test('checks with the same probe run it once, and each judges its output', async
 
 test('readings taken earlier (with the state) are judged without another command', async () => {
   const checks = [check('a', 'echo fine', out => (out.trim() === 'fine' ? undefined : 'bad'))];
-  const readings = new Map<string, unknown>();
+  const readings = new Readings();
   await gatherFacts(localConnection(), probeFacts(checks, host), readings);
   const conn = localConnection();
   const results = await runChecks(conn, checks, host, readings);
@@ -93,26 +94,41 @@ test('the log probe finds the lines the checks look for', () => {
   assert.equal(out, 'error x ERROR: one\nerror ERROR two\nerror y [ERROR] three\nconnected 1\n');
 });
 
+test("the engine's multiplexed log stream reads as the lines docker logs prints", () => {
+  // Each frame: stream (1 stdout, 2 stderr), three zero bytes, the size (big-endian), the bytes.
+  // A size whose bytes look like a newline or a letter must not leak into the text.
+  const frame = (stream: number, text: string) => {
+    const body = Buffer.from(text);
+    const header = Buffer.alloc(8);
+    header[0] = stream;
+    header.writeUInt32BE(body.length, 4);
+    return Buffer.concat([header, body]);
+  };
+  const lines = ['INFO Connected to Postgres database\n', `ERROR ${'x'.repeat(3)}\n`, `${'y'.repeat(65)}\n`, 'z'.repeat(300) + '\n'];
+  const stream = Buffer.concat(lines.map((line, i) => frame(i % 2 ? 2 : 1, line)));
+  assert.equal(execFileSync('perl', ['-e', DEMUX], { input: stream, encoding: 'utf8' }), lines.join(''));
+});
+
 test("PostgreSQL's configuration files are read with the newest cluster's version", async () => {
   const root = mkdtempSync(join(tmpdir(), 'cxo-pg-'));
   for (const version of ['9.6', '10', '15', '13', 'backup']) mkdirSync(join(root, version, 'main', 'conf.d'), { recursive: true });
   writeFileSync(join(root, '15', 'main', 'pg_hba.conf'), 'local all postgres peer\n');
   writeFileSync(join(root, '15', 'main', '.pg_hba.conf.convex-ops.abcdef'), '');
   const conn = localConnection(script => script.replaceAll('/etc/postgresql', root));
-  const cache = new Map<string, unknown>();
+  const cache = new Readings();
   const hba = newestClusterFile('pg_hba.conf');
   const listen = newestClusterFile('conf.d/convex-ops.conf');
   await gatherFacts(conn, [hba, listen], cache);
   assert.equal(conn.commands, 1);
-  const read = cache.get(hba.key) as ReturnType<typeof hba.parse>;
+  const read = cache.get(hba)!;
   assert.equal(read.version, '15');
   assert.equal(read.state?.kind, 'file');
   assert.equal(read.state?.kind === 'file' && read.state.content, 'local all postgres peer\n');
   assert.deepEqual(read.state?.stale, [`${root}/15/main/.pg_hba.conf.convex-ops.abcdef`]);
-  assert.deepEqual(cache.get(listen.key), { version: '15', state: { kind: 'absent' } });
+  assert.deepEqual(cache.get(listen), { version: '15', state: { kind: 'absent' } });
   // No cluster at all: nothing is known, and the step reads for itself.
   const none = localConnection(script => script.replaceAll('/etc/postgresql', join(root, 'missing')));
-  const empty = new Map<string, unknown>();
+  const empty = new Readings();
   await gatherFacts(none, [hba], empty);
-  assert.deepEqual(empty.get(hba.key), {});
+  assert.deepEqual(empty.get(hba), {});
 });

@@ -11,6 +11,7 @@ import { composeInputsHash } from '../../scripts/lib/steps/up.ts';
 import { quote, sh } from '../../scripts/lib/shell.ts';
 import { redact, registerSecret } from '../../scripts/lib/redact.ts';
 import { installedPackages } from '../../scripts/lib/system.ts';
+import { dockerPackagesWanted } from '../../scripts/lib/steps/docker.ts';
 
 const host: Host = {
   name: 'dev', address: '10.0.0.1', port: 22, user: 'root', known_hosts: '/k', volume: '/mnt/v', root: '/opt/convex',
@@ -98,4 +99,15 @@ test('packages that a killed or still running dpkg left half-way count as unfini
   const packages = installedPackages.parse('docker.io unpacked\ncurl installed\ndocker-compose half-configured\nnginx not-installed\ncertbot config-files\npostgresql \n', 0);
   assert.deepEqual([...packages.installed], ['curl']);
   assert.deepEqual([...packages.unfinished].sort(), ['docker-compose', 'docker.io']);
+});
+
+test('the docker step finishes a half-installed engine package as itself, and leaves a complete one alone', () => {
+  const packages = (installed: string[], unfinished: string[] = []) => ({ installed: new Set(installed), unfinished: new Set(unfinished) });
+  const ready = { cli: true, running: true, compose: 'v2' as const };
+  const base = ['curl', 'ca-certificates'];
+  assert.deepEqual(dockerPackagesWanted(ready, packages([...base, 'docker-ce'])), []);
+  assert.deepEqual(dockerPackagesWanted({ ...ready, cli: false, compose: 'none' }, packages(base)), ['docker.io', 'docker-compose-v2|docker-compose-plugin|docker-compose']);
+  assert.deepEqual(dockerPackagesWanted(ready, packages(base, ['docker.io'])), ['docker.io']);
+  // Docker's own docker-ce conflicts with docker.io: asking for docker.io would fail.
+  assert.deepEqual(dockerPackagesWanted(ready, packages(base, ['docker-ce'])), ['docker-ce']);
 });

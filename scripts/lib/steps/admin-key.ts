@@ -8,7 +8,7 @@ import { fileFact } from '../files.ts';
 import { registerSecret } from '../redact.ts';
 import { sh } from '../shell.ts';
 import { origins } from './compose.ts';
-import { CONTAINERS } from './up.ts';
+import { CONTAINERS } from './docker.ts';
 import { envPath, readEnv, writeEnv } from './secret.ts';
 
 export function localSecretsFile(local: (...parts: string[]) => string, host: string): string {

@@ -2,58 +2,112 @@
 // and Docker's own packages ship the v2 plugin; every later step works with either.
 import type { Fact, Step, StepContext } from '../step.ts';
 import { aptInstall, installedPackages, serviceScript } from '../system.ts';
+import type { Packages } from '../system.ts';
 import { sh } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
+import type { EngineAnswer, EngineObject } from '../docker-api.ts';
 
 export interface DockerState { cli: boolean; running: boolean; compose: 'v2' | 'v1' | 'none' }
 
 /** Where the docker CLI looks for plugins ($DOCKER_CONFIG or ~/.docker first): Compose v2 is one. */
 const PLUGIN_DIRS = ['"${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"', '/usr/local/lib/docker/cli-plugins', '/usr/local/libexec/docker/cli-plugins', '/usr/lib/docker/cli-plugins', '/usr/libexec/docker/cli-plugins'];
 
-/**
- * The CLI, the engine (its API answers on the socket) and Compose: the v2 plugin where the CLI
- * finds one, else v1's docker-compose. Found by looking, not by running them: every docker or
- * compose process costs more than the rest of a converged run's reading together.
- */
-export const dockerState: Fact<DockerState> = {
-  key: 'docker',
-  command: [
-    'command -v docker >/dev/null && echo cli',
-    `c=; for d in ${PLUGIN_DIRS.join(' ')}; do if [ -x "$d/docker-compose" ]; then c=compose-v2; break; fi; done`,
-    '[ -n "$c" ] || { command -v docker-compose >/dev/null && c=compose-v1; }',
-    'echo "$c"',
-    engineRead([{ kind: 'version' }]),
-  ].join('; '),
-  parse: out => ({
-    cli: /^cli$/m.test(out),
-    running: parseEngine(out)[0]?.status === 200,
-    compose: /^compose-v2$/m.test(out) ? 'v2' : /^compose-v1$/m.test(out) ? 'v1' : 'none',
-  }),
-};
-
 /** The network the Convex containers join; created by us so its subnet is known before they start. */
 export const CONVEX_NETWORK = 'convex-ops';
 
+export const CONTAINERS = { backend: 'convex-backend', dashboard: 'convex-dashboard' } as const;
+
+const ENGINE_OBJECTS: EngineObject[] = [
+  { kind: 'version' },
+  { kind: 'network', name: 'bridge' },
+  { kind: 'network', name: CONVEX_NETWORK },
+  { kind: 'container', name: CONTAINERS.backend },
+  { kind: 'container', name: CONTAINERS.dashboard },
+];
+
+interface EngineSnapshot {
+  cli: boolean;
+  compose: DockerState['compose'];
+  version: EngineAnswer;
+  bridge: EngineAnswer;
+  convexNetwork: EngineAnswer;
+  backend: EngineAnswer;
+  dashboard: EngineAnswer;
+  /** docker0's own address, e.g. "172.17.0.1". */
+  docker0?: string;
+}
+
+/**
+ * What the steps know of Docker, as one reading: the CLI and Compose found by looking, not by
+ * running them (every docker or compose process costs more than the rest of a converged run's
+ * reading together), and one request to the engine for its version, both networks and both
+ * containers. The facts below are views of that one reading.
+ */
+function engineView<T>(view: (engine: EngineSnapshot) => T): Fact<T> {
+  return {
+    key: 'docker-engine',
+    command: [
+      'command -v docker >/dev/null && echo cli',
+      `c=; for d in ${PLUGIN_DIRS.join(' ')}; do if [ -x "$d/docker-compose" ]; then c=compose-v2; break; fi; done`,
+      '[ -n "$c" ] || { command -v docker-compose >/dev/null && c=compose-v1; }',
+      'echo "$c"',
+      engineRead(ENGINE_OBJECTS),
+      `ip -4 -o addr show docker0 | awk '{print "docker0 " $4}'`,
+    ].join('; '),
+    parse: out => {
+      const [version, bridge, convexNetwork, backend, dashboard] = parseEngine(out);
+      const missing: EngineAnswer = { status: 0 };
+      return view({
+        cli: /^cli$/m.test(out),
+        compose: /^compose-v2$/m.test(out) ? 'v2' : /^compose-v1$/m.test(out) ? 'v1' : 'none',
+        version: version ?? missing,
+        bridge: bridge ?? missing,
+        convexNetwork: convexNetwork ?? missing,
+        backend: backend ?? missing,
+        dashboard: dashboard ?? missing,
+        // "docker0 172.17.0.1/16": the bridge's own address is where host-gateway points.
+        docker0: /^docker0 ([^/\s]+)/m.exec(out)?.[1],
+      });
+    },
+  };
+}
+
+/** The CLI, the engine (its API answers on the socket) and Compose: the v2 plugin where the CLI finds one, else v1's docker-compose. */
+export const dockerState: Fact<DockerState> = engineView(engine => ({ cli: engine.cli, running: engine.version.status === 200, compose: engine.compose }));
+
 export interface DockerNetworks { bridgeGateway?: string; subnets: string[]; convexNetwork: boolean }
 
-export const dockerNetworks: Fact<DockerNetworks> = {
-  key: 'docker-networks',
-  command: `${engineRead([{ kind: 'network', name: 'bridge' }, { kind: 'network', name: CONVEX_NETWORK }])}; ip -4 -o addr show docker0 | awk '{print "docker0 " $4}'`,
-  parse: out => {
-    const [bridge, convex] = parseEngine(out);
-    const subnets = new Set<string>();
-    let bridgeGateway: string | undefined;
-    for (const network of [bridge, convex]) {
-      for (const config of (network?.doc?.IPAM?.Config ?? []) as Array<{ Subnet?: string; Gateway?: string }>) {
-        if (config.Subnet?.includes('.')) subnets.add(config.Subnet);
-        if (network === bridge && config.Gateway) bridgeGateway = config.Gateway;
-      }
+export const dockerNetworks: Fact<DockerNetworks> = engineView(engine => {
+  const subnets = new Set<string>();
+  let bridgeGateway: string | undefined;
+  for (const network of [engine.bridge, engine.convexNetwork]) {
+    for (const config of (network.doc?.IPAM?.Config ?? []) as Array<{ Subnet?: string; Gateway?: string }>) {
+      if (config.Subnet?.includes('.')) subnets.add(config.Subnet);
+      if (network === engine.bridge && config.Gateway) bridgeGateway = config.Gateway;
     }
-    // "docker0 172.17.0.1/16": the bridge's own address is where host-gateway points.
-    bridgeGateway ??= /^docker0 ([^/\s]+)/m.exec(out)?.[1];
-    return { bridgeGateway, subnets: [...subnets].sort(), convexNetwork: convex?.status === 200 };
-  },
-};
+  }
+  return { bridgeGateway: bridgeGateway ?? engine.docker0, subnets: [...subnets].sort(), convexNetwork: engine.convexNetwork.status === 200 };
+});
+
+export interface ContainerState { status: string; health: string; startedAt: string; configImage: string; imageId: string; restarts: number; composeProject?: string }
+
+/** The Convex containers that exist, by name. */
+export const containersFact: Fact<Map<string, ContainerState>> = engineView(engine => {
+  const containers = new Map<string, ContainerState>();
+  for (const { doc } of [engine.backend, engine.dashboard]) {
+    if (!doc) continue;
+    containers.set(String(doc.Name).replace(/^\//, ''), {
+      status: doc.State?.Status ?? '',
+      health: doc.State?.Health?.Status ?? '',
+      startedAt: doc.State?.StartedAt ?? '',
+      configImage: doc.Config?.Image ?? '',
+      imageId: doc.Image ?? '',
+      restarts: Number(doc.RestartCount ?? 0),
+      composeProject: doc.Config?.Labels?.['com.docker.compose.project'] || undefined,
+    });
+  }
+  return containers;
+});
 
 /** The compose command on this host, read from the facts. */
 export async function composeCommand(ctx: StepContext): Promise<string> {
@@ -65,21 +119,29 @@ export async function composeCommand(ctx: StepContext): Promise<string> {
   return state.compose === 'v2' ? 'docker compose' : 'docker-compose';
 }
 
+/** The packages (apt alternatives joined by |) the docker step installs, given what is there. */
+export function dockerPackagesWanted(state: DockerState, packages: Packages): string[] {
+  const wanted: string[] = [];
+  // Files on disk are not enough while dpkg is half-way through their package: apt finishes
+  // (or waits for) that dpkg run before the engine is started.
+  const unfinished = (names: string[]) => names.some(name => packages.unfinished.has(name));
+  // A half-installed docker-ce (Docker's own package) is finished as itself: docker.io conflicts with it.
+  if (packages.unfinished.has('docker-ce')) wanted.push('docker-ce');
+  else if (!state.cli || unfinished(['docker.io'])) wanted.push('docker.io');
+  if (!packages.installed.has('curl')) wanted.push('curl');
+  if (!packages.installed.has('ca-certificates')) wanted.push('ca-certificates');
+  // Compose: the v2 plugin where the distribution packages it, else v1 (Debian 12).
+  if (state.compose === 'none' || unfinished(['docker-compose-v2', 'docker-compose-plugin', 'docker-compose'])) wanted.push('docker-compose-v2|docker-compose-plugin|docker-compose');
+  return wanted;
+}
+
 export const docker: Step = {
   name: 'docker',
   facts: () => [dockerState, installedPackages, dockerNetworks],
   async run(ctx) {
     let state = await ctx.fact(dockerState);
     const packages = await ctx.fact(installedPackages);
-    const wanted: string[] = [];
-    // Files on disk are not enough while dpkg is half-way through their package: apt finishes
-    // (or waits for) that dpkg run before the engine is started.
-    const unfinished = (names: string[]) => names.some(name => packages.unfinished.has(name));
-    if (!state.cli || unfinished(['docker.io', 'docker-ce'])) wanted.push('docker.io');
-    if (!packages.installed.has('curl')) wanted.push('curl');
-    if (!packages.installed.has('ca-certificates')) wanted.push('ca-certificates');
-    // Compose: the v2 plugin where the distribution packages it, else v1 (Debian 12).
-    if (state.compose === 'none' || unfinished(['docker-compose-v2', 'docker-compose-plugin', 'docker-compose'])) wanted.push('docker-compose-v2|docker-compose-plugin|docker-compose');
+    const wanted = dockerPackagesWanted(state, packages);
     if (wanted.length) {
       await ctx.change(`install ${wanted.map(p => p.split('|')[0]).join(', ')}`, () => aptInstall(ctx, wanted));
       state = await ctx.fact(dockerState);

@@ -8,6 +8,7 @@ import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { registerSecret } from '../redact.ts';
 import { sh } from '../shell.ts';
 import { yaml } from '../yaml.ts';
+import { CONTAINERS, containersFact } from './docker.ts';
 
 export const envPath = (host: Host) => `${host.root}/.env`;
 /** Where the backend keeps the secret it generated itself when none was given. */
@@ -138,16 +139,9 @@ export async function writeEnv(ctx: StepContext, values: EnvValues): Promise<boo
   return ensureFile(ctx, { path: envPath(ctx.host), content: renderEnv(values), mode: '600', secret: true, label: '.env' });
 }
 
-/** The compose project that owns a running convex-backend container, if any. */
-const runningProject: Fact<string | undefined> = {
-  key: 'backend-compose-project',
-  command: `docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}' convex-backend`,
-  parse: out => out.trim() || undefined,
-};
-
 export const secret: Step = {
   name: 'secret',
-  facts: host => [fileFact(envPath(host)), adoptedSecret(host), fileFact(composePath(host)), runningProject],
+  facts: host => [fileFact(envPath(host)), adoptedSecret(host), fileFact(composePath(host)), containersFact],
   async run(ctx) {
     const current = await readEnv(ctx);
     const compose = await ctx.fact(fileFact(composePath(ctx.host)));
@@ -156,7 +150,7 @@ export const secret: Step = {
       password: compose.kind === 'file' && !current.get('POSTGRES_PASSWORD') ? passwordFromCompose(ctx.host, compose.content) : undefined,
       // Keeping the project of the containers already running makes compose replace them,
       // rather than fail on their names or start a second project beside them.
-      project: current.get('COMPOSE_PROJECT_NAME') ? undefined : await ctx.fact(runningProject),
+      project: current.get('COMPOSE_PROJECT_NAME') ? undefined : (await ctx.fact(containersFact)).get(CONTAINERS.backend)?.composeProject,
     };
     const wanted = wantedEnv(ctx.host, current, adopted);
     if (!current.get('INSTANCE_SECRET')) ctx.changes.push(adopted.secret ? 'adopt the INSTANCE_SECRET the backend generated' : 'generate INSTANCE_SECRET');

@@ -9,32 +9,8 @@ import { fileFact, sha256 } from '../files.ts';
 import { sh } from '../shell.ts';
 import { redact } from '../redact.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
-import { composeCommand, dockerState } from './docker.ts';
+import { composeCommand, CONTAINERS, containersFact, dockerState } from './docker.ts';
 import { composePath, envPath, parseEnv } from './secret.ts';
-
-export const CONTAINERS = { backend: 'convex-backend', dashboard: 'convex-dashboard' } as const;
-
-export interface ContainerState { status: string; health: string; startedAt: string; configImage: string; imageId: string; restarts: number }
-
-export const containersFact: Fact<Map<string, ContainerState>> = {
-  key: 'containers',
-  command: engineRead(Object.values(CONTAINERS).map(name => ({ kind: 'container', name }))),
-  parse: out => {
-    const containers = new Map<string, ContainerState>();
-    for (const { doc } of parseEngine(out)) {
-      if (!doc) continue;
-      containers.set(String(doc.Name).replace(/^\//, ''), {
-        status: doc.State?.Status ?? '',
-        health: doc.State?.Health?.Status ?? '',
-        startedAt: doc.State?.StartedAt ?? '',
-        configImage: doc.Config?.Image ?? '',
-        imageId: doc.Image ?? '',
-        restarts: Number(doc.RestartCount ?? 0),
-      });
-    }
-    return containers;
-  },
-};
 
 /** The local image ID each pinned reference resolves to, or '' when it has not been pulled. */
 export function imagesFact(host: Host): Fact<Map<string, string>> {
