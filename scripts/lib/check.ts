@@ -19,7 +19,8 @@ export interface ProbeReading { output: string; code: number }
 
 /** The key of a probe's reading is its command: the same command is one reading. */
 function probeFact(command: string): Fact<ProbeReading> {
-  return { key: `probe:${command}`, command, parse: (output, code) => ({ output, code }) };
+  // Probes ask services (HTTP, TLS, the database, the engine) for their answers.
+  return { key: `probe:${command}`, command, parse: (output, code) => ({ output, code }), waits: true };
 }
 
 export const isProbeKey = (key: string) => key.startsWith('probe:');

@@ -256,6 +256,7 @@ export function httpFact(host: Host): Fact<HttpProbe> {
   const base = `http://${apiAddress(host)}:3210`;
   return {
     key: `doctor:http:${base}`,
+    waits: true,
     // The key goes to curl on its stdin (-H @-), never on a command line that `ps` would show.
     // GET /api/check_admin_key exists in the real backend (crates/local_backend/src/dashboard.rs,
     // the dashboard's login check): 200 for a valid key, 401/403 otherwise.
@@ -278,6 +279,7 @@ export function dnsFact(host: Host): Fact<DnsInfo> {
   const names = host.domains ? [host.domains.api, host.domains.site, host.domains.dashboard] : [];
   return {
     key: `doctor:dns:${names.join(',')}`,
+    waits: true,
     command:
       (names.length ? sh`for d in ${names}; do printf 'dns %s' "$d"; for a in $(getent ahosts "$d" | awk '{print $1}' | sort -u); do printf ' %s' "$a"; done; echo; done; ` : '') +
       `printf 'self'; for a in $(hostname -I 2>/dev/null); do printf ' %s' "$a"; done; echo`,

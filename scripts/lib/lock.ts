@@ -79,7 +79,7 @@ export async function acquireRunLock(conn: Connection, opts: { waitSeconds: numb
         void exited.then(code => {
           if (!settled) {
             settled = true;
-            reject(new LockError(`${conn.host.name}: could not take the run lock (exit ${code}); is flock (util-linux) installed?`));
+            reject(read ? new Error(`${conn.host.name}: the command reading state ended early (exit ${code})`) : new LockError(`${conn.host.name}: could not take the run lock (exit ${code}); is flock (util-linux) installed?`));
           }
         });
       }, reject);

@@ -14,6 +14,11 @@ export interface Fact<T> {
   /** A POSIX sh snippet, run as root; its stdout is parsed. Its stderr is discarded. */
   command: string;
   parse: (stdout: string, exitCode: number) => T;
+  /**
+   * The command waits on a service or the network (HTTP, DNS, the database) rather than reading
+   * local files: it runs beside the others instead of after them.
+   */
+  waits?: boolean;
 }
 
 type Reading = { stdout: string; code: number } | { value: unknown };
@@ -203,16 +208,22 @@ function uniqueFacts(facts: Array<Fact<unknown>>): Array<Fact<unknown>> {
 }
 
 /**
- * The one remote command that reads many facts. They run concurrently on the host, each writing
- * its delimited section (its output, then its exit code) to its own temporary file; one `cat`
- * prints them all, and recordFacts parses each section on its own. Every process counts on a
- * converged run, so the wrapping costs two forks per fact and nothing per section.
+ * The one remote command that reads many facts, each printing a delimited section (its output,
+ * then its exit code) that recordFacts parses on its own. Facts that read local state run one
+ * after another in one background job: each is a few processes that cost more CPU than they
+ * wait, and on a converged run every process counts (in parallel, the forks and the contention
+ * for a small droplet's CPUs cost more than they overlap). Facts that wait run each in a job of
+ * their own, beside that one. Each job writes its own temporary file; one `cat` prints them all.
  */
 export function factsScript(facts: Array<Fact<unknown>>): string {
+  const section = (f: Fact<unknown>, i: number) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?"`;
+  const indexed = uniqueFacts(facts).map((f, i) => ({ f, i }));
+  const local = indexed.filter(({ f }) => !f.waits);
+  const jobs = [...(local.length ? [local] : []), ...indexed.filter(({ f }) => f.waits).map(x => [x])];
   return [
     'd=$(mktemp -d) || exit 1',
     `trap 'rm -rf "$d"' EXIT`,
-    ...uniqueFacts(facts).map((f, i) => `( printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?" ) >"$d/${String(i).padStart(4, '0')}" &`),
+    ...jobs.map((job, j) => `{\n${job.map(({ f, i }) => section(f, i)).join('\n')}\n} >"$d/${String(j).padStart(4, '0')}" &`),
     'wait',
     'cat "$d"/*',
   ].join('\n');

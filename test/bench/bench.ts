@@ -6,11 +6,14 @@
 //   1. a fleet of 10 droplets without domains ("bench"; reused when it is already up);
 //   2. converged by a real first run of install.ts on all of them (--parallel 10), then checked
 //      to be a no-op;
-//   3. measured, each as the median of N runs (default 5) after one warm-up run:
-//      - the floor: `npx zx test/bench/noop.ts`, a script that does nothing;
+//   3. measured, each as the median of N runs (default 5) after one warm-up run, for 1, 5 and 10
+//      hosts, with only the droplets measured running (the others paused: on 2 CPUs, ten idle
+//      droplets alone keep the load average far above the number of CPUs):
+//      - the floor: `npx zx test/bench/noop.ts`, a script that does nothing, measured beside each
+//        install in the same conditions, so that "over the floor" is what the tool adds;
 //      - start-up: `npx zx scripts/install.ts --help` (our modules loaded, nothing connected);
-//      - the no-op install on 1, 5 and 10 hosts: `npx zx scripts/install.ts --host … --json`,
-//        with the SSH connections and remote commands per host from its JSON;
+//      - the no-op install: `npx zx scripts/install.ts --host … --json`, with the SSH
+//        connections and remote commands per host from its JSON;
 //   4. written to test/bench/results.json and results.md, and printed.
 //
 // Every measured install must be a real no-op (nothing changed, nothing failed), else the bench
@@ -102,6 +105,8 @@ function parseRun(m: Measured, what: string): HostJson[] {
 interface Figure {
   what: string;
   args: string[];
+  /** Droplets running while it is measured (the first N; the others are paused). */
+  running: number;
   /** Hosts of a no-op install; undefined for the floor and the start-up. */
   hosts?: number;
   results: Measured[];
@@ -200,6 +205,21 @@ const fleet = await upWithRetry();
 const inventory = fleet.inventoryPath;
 const names = DROPLETS.map(d => d.name);
 
+const paused = new Set<string>();
+/** Pauses every droplet but the first N (docker pause freezes them; unpause resumes them as they were). */
+const runOnly = (running: number): boolean => {
+  const before = paused.size;
+  for (const [i, name] of names.entries()) {
+    const container = fleet.droplets[name]!.container;
+    const wanted = i < running;
+    if (wanted && paused.has(container)) execFileSync('docker', ['unpause', container]);
+    if (!wanted && !paused.has(container)) execFileSync('docker', ['pause', container]);
+    if (wanted) paused.delete(container);
+    else paused.add(container);
+  }
+  return paused.size !== before;
+};
+
 try {
   // Converge: a real install on every droplet, until one run changes nothing.
   let hosts = names;
@@ -221,16 +241,19 @@ try {
 
   const noopProblems: string[] = [];
   const install = (hosts: number) => ['zx', 'scripts/install.ts', '--inventory', inventory, '--host', names.slice(0, hosts).join(','), '--json'];
-  const figures: Figure[] = [
-    { what: 'floor: `npx zx test/bench/noop.ts`', args: ['zx', 'test/bench/noop.ts'], results: [], loads: [], perRun: [] },
-    { what: 'start-up: `install.ts --help`', args: ['zx', 'scripts/install.ts', '--help'], results: [], loads: [], perRun: [] },
-    ...SIZES.map(hosts => ({ what: `no-op install, ${hosts} host${hosts > 1 ? 's' : ''}`, args: install(hosts), hosts, results: [], loads: [], perRun: [] })),
-  ];
+  const floorOf = (running: number): Figure => ({ what: `floor: \`npx zx test/bench/noop.ts\`, ${running} droplet${running > 1 ? 's' : ''} running`, args: ['zx', 'test/bench/noop.ts'], running, results: [], loads: [], perRun: [] });
+  const figures: Figure[] = SIZES.flatMap(hosts => [
+    floorOf(hosts),
+    ...(hosts === 1 ? [{ what: 'start-up: `install.ts --help`', args: ['zx', 'scripts/install.ts', '--help'], running: 1, results: [], loads: [], perRun: [] }] : []),
+    { what: `no-op install, ${hosts} host${hosts > 1 ? 's' : ''}`, args: install(hosts), running: hosts, hosts, results: [], loads: [], perRun: [] },
+  ]);
   // Round by round (the first a warm-up), every figure once per round, so that a change in the
   // machine's load touches all figures alike rather than whichever series ran at that time.
   for (let round = 0; round <= RUNS; round++) {
     process.stderr.write(`[bench] ${round === 0 ? 'warm-up' : `round ${round}/${RUNS}`} (load ${load().join(' ')}):`);
     for (const figure of figures) {
+      // A droplet just resumed first runs what fell due while it was paused (health checks).
+      if (runOnly(figure.running)) await new Promise(resolve => setTimeout(resolve, 3000));
       const loadNow = load()[0];
       const m = await measure(figure.args);
       process.stderr.write(` ${m.wall.toFixed(2)}s`);
@@ -254,13 +277,14 @@ try {
     }
     process.stderr.write('\n');
   }
-  const [floorFigure, startupFigure, ...installFigures] = figures;
-  const floor = summarize(floorFigure!);
-  const startup = summarize(startupFigure!);
-  const installs = installFigures.map(f => {
+  const floors = new Map(figures.filter(f => f.what.startsWith('floor')).map(f => [f.running, summarize(f)]));
+  const floor = floors.get(1)!;
+  const startup = summarize(figures.find(f => f.what.startsWith('start-up'))!);
+  const installs = figures.filter(f => f.hosts !== undefined).map(f => {
     const all = f.perRun.flat();
     return {
       ...summarize(f),
+      floor: floors.get(f.hosts!)!.median,
       command: `npx zx scripts/install.ts --inventory <fleet inventory> --host <${f.hosts} hosts> --json`,
       hosts: f.hosts!,
       connectionsPerHost: [...new Set(all.map(h => h.connections))].sort(),
@@ -280,8 +304,8 @@ try {
   const one = installs.find(i => i.hosts === 1)!;
   const ten = installs.find(i => i.hosts === 10)!;
   const targets = [
-    { target: 'no-op install, 1 host', limit: `≤ floor + ${TARGETS.oneHostOverFloor} s`, measured: `floor + ${round(one.median - floor.median)} s`, met: one.median - floor.median <= TARGETS.oneHostOverFloor },
-    { target: 'no-op install, 10 hosts', limit: `≤ floor + ${TARGETS.tenHostsOverFloor} s`, measured: `floor + ${round(ten.median - floor.median)} s`, met: ten.median - floor.median <= TARGETS.tenHostsOverFloor },
+    { target: 'no-op install, 1 host', limit: `≤ floor + ${TARGETS.oneHostOverFloor} s`, measured: `floor + ${round(one.median - one.floor)} s`, met: one.median - one.floor <= TARGETS.oneHostOverFloor },
+    { target: 'no-op install, 10 hosts', limit: `≤ floor + ${TARGETS.tenHostsOverFloor} s`, measured: `floor + ${round(ten.median - ten.floor)} s`, met: ten.median - ten.floor <= TARGETS.tenHostsOverFloor },
     { target: 'remote commands per host', limit: `≤ ${TARGETS.commandsPerHost}`, measured: installs.flatMap(i => i.commandsPerHost).filter((v, i, a) => a.indexOf(v) === i).join(', '), met: installs.every(i => i.commandsPerHost.every(c => c <= TARGETS.commandsPerHost)) },
     { target: 'SSH connections per host', limit: `= ${TARGETS.connectionsPerHost}`, measured: installs.flatMap(i => i.connectionsPerHost).filter((v, i, a) => a.indexOf(v) === i).join(', '), met: installs.every(i => i.connectionsPerHost.every(c => c === TARGETS.connectionsPerHost)) },
     { target: 'peak memory, 10 hosts', limit: `≤ ${TARGETS.peakMemoryMB} MB`, measured: `${ten.maxRssMB.max} MB`, met: ten.maxRssMB.max <= TARGETS.peakMemoryMB },
@@ -294,10 +318,10 @@ try {
     commit: git('rev-parse', '--short', 'HEAD').trim(),
     uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
-    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; every figure is measured once per round. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.',
+    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; every figure is measured once per round, with only its droplets running (the others paused), and each install is compared with the floor measured with the same droplets running. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.',
     otherContainers: otherContainers.trim().split('\n').filter(Boolean).length,
     runsPerFigure: RUNS,
-    floor,
+    floors: [...floors].map(([running, summary]) => ({ running, ...summary })),
     startup,
     installs,
     memoryBreakdown10Hosts: breakdown,
@@ -314,13 +338,18 @@ try {
   const md = [
     `# npm run bench: results`,
     '',
-    `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round, every figure once per round. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
+    `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round, every figure once per round, with only the droplets it measures running (the others paused); "over floor" is against the floor measured with the same droplets running. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
     '',
     row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'local CPU (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'load avg 1 min (median, min–max)']),
     row(['---', '---:', '---:', '---', '---:', '---:', '---:', '---:', '---:', '---']),
-    row([floor.what, floor.median, '', floor.runs.join(', '), '', floor.cpu, '', '', floor.maxRssMB.max, loadText(floor)]),
-    row([startup.what, startup.median, round(startup.median - floor.median), startup.runs.join(', '), '', startup.cpu, '', '', startup.maxRssMB.max, loadText(startup)]),
-    ...installs.map(i => row([i.what, i.median, round(i.median - floor.median), i.runs.join(', '), i.hostSeconds, i.cpu, i.connectionsPerHost.join(', '), i.commandsPerHost.join(', '), i.maxRssMB.max, loadText(i)])),
+    ...installs.flatMap(i => {
+      const f = floors.get(i.hosts)!;
+      return [
+        row([f.what, f.median, '', f.runs.join(', '), '', f.cpu, '', '', f.maxRssMB.max, loadText(f)]),
+        ...(i.hosts === 1 ? [row([startup.what, startup.median, round(startup.median - floor.median), startup.runs.join(', '), '', startup.cpu, '', '', startup.maxRssMB.max, loadText(startup)])] : []),
+        row([i.what, i.median, round(i.median - i.floor), i.runs.join(', '), i.hostSeconds, i.cpu, i.connectionsPerHost.join(', '), i.commandsPerHost.join(', '), i.maxRssMB.max, loadText(i)]),
+      ];
+    }),
     '',
     row(['target (issue 8)', 'limit', 'measured', 'met']),
     row(['---', '---', '---', '---']),
@@ -337,6 +366,7 @@ try {
   process.stdout.write(`\n${md}`);
   if (noopProblems.length) process.exitCode = 1;
 } finally {
+  runOnly(names.length);
   if (!values.keep) {
     process.stderr.write(`[bench] removing fleet ${FLEET} (--keep leaves it up)\n`);
     await fleetDown(FLEET);

@@ -97,6 +97,7 @@ export interface DnsState { domains: Map<string, string[]>; self: string[] }
 export function dnsFact(host: Host): Fact<DnsState> {
   return {
     key: `dns:${domainList(host).join(',')}`,
+    waits: true,
     command:
       sh`for d in ${domainList(host)}; do printf 'dns %s' "$d"; for a in $(getent ahosts "$d" | awk '{print $1}' | sort -u); do printf ' %s' "$a"; done; echo; done; ` +
       `printf 'self'; for a in $(hostname -I); do printf ' %s' "$a"; done; echo`,
