@@ -247,35 +247,40 @@ try {
     ...(hosts === 1 ? [{ what: 'start-up: `install.ts --help`', args: ['zx', 'scripts/install.ts', '--help'], running: 1, results: [], loads: [], perRun: [] }] : []),
     { what: `no-op install, ${hosts} host${hosts > 1 ? 's' : ''}`, args: install(hosts), running: hosts, hosts, results: [], loads: [], perRun: [] },
   ]);
-  // Round by round (the first a warm-up), every figure once per round, so that a change in the
-  // machine's load touches all figures alike rather than whichever series ran at that time.
-  for (let round = 0; round <= RUNS; round++) {
-    process.stderr.write(`[bench] ${round === 0 ? 'warm-up' : `round ${round}/${RUNS}`} (load ${load().join(' ')}):`);
-    for (const figure of figures) {
-      // A droplet just resumed first runs what fell due while it was paused (health checks).
-      if (runOnly(figure.running)) await new Promise(resolve => setTimeout(resolve, 3000));
-      const loadNow = load()[0];
-      const m = await measure(figure.args);
-      process.stderr.write(` ${m.wall.toFixed(2)}s`);
-      if (figure.hosts !== undefined) {
-        const hosts = parseRun(m, figure.what);
-        for (const h of hosts) {
-          if (h.recap.changed || h.recap.failed) {
-            const bad = h.steps.filter(st => st.status === 'changed' || st.status === 'failed').map(st => `${st.step} ${st.status}: ${st.detail.split('\n')[0]}`);
-            noopProblems.push(`${figure.what}, round ${round}: ${h.host}: ${bad.join('; ')}`);
+  // One series per size, with only its droplets running: round by round (the first a warm-up),
+  // the floor and the install alternate, so that a change in the machine's load touches both
+  // alike. Series rather than sizes interleaved: ten droplets just worked on leave the machine
+  // busy for a while, which would slow the next 1-host figure.
+  for (const size of SIZES) {
+    const series = figures.filter(f => f.running === size);
+    // A droplet just resumed first runs what fell due while it was paused (health checks).
+    if (runOnly(size)) await new Promise(resolve => setTimeout(resolve, 10_000));
+    for (let round = 0; round <= RUNS; round++) {
+      process.stderr.write(`[bench] ${size} running, ${round === 0 ? 'warm-up' : `round ${round}/${RUNS}`} (load ${load().join(' ')}):`);
+      for (const figure of series) {
+        const loadNow = load()[0];
+        const m = await measure(figure.args);
+        process.stderr.write(` ${m.wall.toFixed(2)}s`);
+        if (figure.hosts !== undefined) {
+          const hosts = parseRun(m, figure.what);
+          for (const h of hosts) {
+            if (h.recap.changed || h.recap.failed) {
+              const bad = h.steps.filter(st => st.status === 'changed' || st.status === 'failed').map(st => `${st.step} ${st.status}: ${st.detail.split('\n')[0]}`);
+              noopProblems.push(`${figure.what}, round ${round}: ${h.host}: ${bad.join('; ')}`);
+            }
           }
+          if (hosts.length !== figure.hosts) noopProblems.push(`${figure.what}, round ${round}: the JSON names ${hosts.length} hosts`);
+          if (round > 0) figure.perRun.push(hosts);
+        } else if (m.code !== 0) {
+          throw new Error(`${figure.what} exited ${m.code}:\n${m.stderr.slice(-2000)}`);
         }
-        if (hosts.length !== figure.hosts) noopProblems.push(`${figure.what}, round ${round}: the JSON names ${hosts.length} hosts`);
-        if (round > 0) figure.perRun.push(hosts);
-      } else if (m.code !== 0) {
-        throw new Error(`${figure.what} exited ${m.code}:\n${m.stderr.slice(-2000)}`);
+        if (round > 0) {
+          figure.results.push(m);
+          figure.loads.push(loadNow);
+        }
       }
-      if (round > 0) {
-        figure.results.push(m);
-        figure.loads.push(loadNow);
-      }
+      process.stderr.write('\n');
     }
-    process.stderr.write('\n');
   }
   const floors = new Map(figures.filter(f => f.what.startsWith('floor')).map(f => [f.running, summarize(f)]));
   const floor = floors.get(1)!;
@@ -318,7 +323,7 @@ try {
     commit: git('rev-parse', '--short', 'HEAD').trim(),
     uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
-    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; every figure is measured once per round, with only its droplets running (the others paused), and each install is compared with the floor measured with the same droplets running. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.',
+    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; one series per size, with only its droplets running (the others paused); within a series the floor and the install alternate round by round, and each install is compared with the floor of its series. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.',
     otherContainers: otherContainers.trim().split('\n').filter(Boolean).length,
     runsPerFigure: RUNS,
     floors: [...floors].map(([running, summary]) => ({ running, ...summary })),
@@ -338,7 +343,7 @@ try {
   const md = [
     `# npm run bench: results`,
     '',
-    `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round, every figure once per round, with only the droplets it measures running (the others paused); "over floor" is against the floor measured with the same droplets running. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
+    `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round; one series per size with only its droplets running (the others paused), the floor and the install alternating round by round; "over floor" is against the floor of the same series. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
     '',
     row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'local CPU (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'load avg 1 min (median, min–max)']),
     row(['---', '---:', '---:', '---', '---:', '---:', '---:', '---:', '---:', '---']),
