@@ -321,7 +321,7 @@ try {
     date: new Date().toISOString(),
     /** The commit measured, and the files that differed from it in the work tree at the time. */
     commit: git('rev-parse', '--short', 'HEAD').trim(),
-    uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)),
+    uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)).filter(f => !f.startsWith('test/bench/results.')),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
     note: 'Wall times in seconds, medians of the measured runs after one warm-up round; one series per size, with only its droplets running (the others paused); within a series the floor and the install alternate round by round, and each install is compared with the floor of its series. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.',
     otherContainers: otherContainers.trim().split('\n').filter(Boolean).length,
