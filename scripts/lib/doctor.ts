@@ -15,7 +15,7 @@ import { Connection } from './ssh.ts';
 import { MANAGED_MARKER } from './files.ts';
 import { sh } from './shell.ts';
 import { redact, registerSecret } from './redact.ts';
-import { dockerNetworks, dockerState } from './steps/docker.ts';
+import { dockerNetworks, dockerState, engineView } from './steps/docker.ts';
 import type { DockerNetworks, DockerState } from './steps/docker.ts';
 import { composePath, envPath, parseEnv, passwordFromCompose } from './steps/secret.ts';
 import type { EnvValues } from './steps/secret.ts';
@@ -50,34 +50,26 @@ export interface ContainerInfo {
   healthOutput?: string;
 }
 
-export const containersInfo: Fact<Map<string, ContainerInfo>> = {
-  key: 'doctor:containers',
-  // {{json .State}} holds status, exit code, start error and health; .Config.Env (secrets) is not read.
-  command: sh`docker inspect --format '{{.Name}} {{.RestartCount}} {{.Config.Image}} {{json .State}}' ${Object.values(CONTAINERS)}`,
-  parse: out => parseContainers(out),
-};
+/** The Convex containers as doctor reads them: a view of the engine reading the steps share. */
+export const containersInfo: Fact<Map<string, ContainerInfo>> = engineView(engine => containersFrom([engine.backend.doc, engine.dashboard.doc]));
 
-export function parseContainers(out: string): Map<string, ContainerInfo> {
+/** Engine documents of containers (as `docker inspect` prints them) by name; .Config.Env (secrets) is not read. */
+export function containersFrom(docs: Array<Record<string, any> | undefined>): Map<string, ContainerInfo> {
   const containers = new Map<string, ContainerInfo>();
-  for (const line of out.split('\n')) {
-    const match = /^\/?(\S+) (\d+) (\S+) (\{.*\})\s*$/.exec(line);
-    if (!match) continue;
-    let state: Record<string, unknown>;
-    try {
-      state = JSON.parse(match[4]!) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
+  for (const doc of docs) {
+    if (!doc) continue;
+    const state = (doc.State ?? {}) as Record<string, unknown>;
     const health = state.Health as { Status?: string; Log?: Array<{ Output?: string; ExitCode?: number }> } | undefined;
     const last = health?.Log?.[health.Log.length - 1];
-    containers.set(match[1]!, {
-      name: match[1]!,
+    const name = String(doc.Name ?? '').replace(/^\//, '');
+    containers.set(name, {
+      name,
       status: String(state.Status ?? ''),
-      restarts: Number(match[2]),
+      restarts: Number(doc.RestartCount ?? 0),
       exitCode: Number(state.ExitCode ?? 0),
       startedAt: String(state.StartedAt ?? ''),
       finishedAt: String(state.FinishedAt ?? ''),
-      image: match[3]!,
+      image: String(doc.Config?.Image ?? ''),
       error: String(state.Error ?? ''),
       ...(health?.Status ? { health: health.Status } : {}),
       ...(last?.Output ? { healthOutput: last.Output.trim() } : {}),

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Host } from '../../scripts/lib/inventory.ts';
-import { classifyLog, currentLog, diagnose, inCidr, parseContainers, parseDisk, parseListeners, parseLog, parsePostgres, parsePublications } from '../../scripts/lib/doctor.ts';
+import { classifyLog, containersFrom, currentLog, diagnose, inCidr, parseDisk, parseListeners, parseLog, parsePostgres, parsePublications } from '../../scripts/lib/doctor.ts';
 import type { DoctorState, Finding } from '../../scripts/lib/doctor.ts';
 import { renderCompose } from '../../scripts/lib/steps/compose.ts';
 import { redact } from '../../scripts/lib/redact.ts';
@@ -23,8 +23,10 @@ LISTEN 0      4096    127.0.0.1:3210  0.0.0.0:* users:(("docker-proxy",pid=8715,
 LISTEN 0      4096    127.0.0.1:3211  0.0.0.0:* users:(("docker-proxy",pid=8701,fd=4))
 LISTEN 0      244    172.17.0.1:5432  0.0.0.0:* users:(("postgres",pid=3958,fd=6))
 LISTEN 0      128          [::]:22       [::]:* users:(("sshd",pid=7,fd=4))`;
-const INSPECT = `/convex-backend 0 registry.test:5000/convex-backend:v1 {"Status":"running","Running":true,"Restarting":false,"ExitCode":0,"Error":"","StartedAt":"2026-11-29T22:58:09.273826254Z","FinishedAt":"0001-01-01T00:00:00Z","Health":{"Status":"healthy","FailingStreak":0,"Log":[{"ExitCode":0,"Output":"v1"}]}}
-/convex-dashboard 0 registry.test:5000/convex-dashboard:v1 {"Status":"running","Running":true,"Restarting":false,"ExitCode":0,"Error":"","StartedAt":"2026-11-29T22:45:05.477681945Z","FinishedAt":"0001-01-01T00:00:00Z"}`;
+const CONTAINER_DOCS = [
+  { Name: '/convex-backend', RestartCount: 0, Config: { Image: 'registry.test:5000/convex-backend:v1' }, State: { Status: 'running', Running: true, Restarting: false, ExitCode: 0, Error: '', StartedAt: '2026-11-29T22:58:09.273826254Z', FinishedAt: '0001-01-01T00:00:00Z', Health: { Status: 'healthy', FailingStreak: 0, Log: [{ ExitCode: 0, Output: 'v1' }] } } },
+  { Name: '/convex-dashboard', RestartCount: 0, Config: { Image: 'registry.test:5000/convex-dashboard:v1' }, State: { Status: 'running', Running: true, Restarting: false, ExitCode: 0, Error: '', StartedAt: '2026-11-29T22:45:05.477681945Z', FinishedAt: '0001-01-01T00:00:00Z' } },
+];
 const LOG = `2026-11-29T22:58:11.188356191Z 2026-11-29T22:58:11Z INFO Instance name: convex-self-hosted
 2026-11-29T22:58:12.037420735Z 2026-11-29T22:58:12Z INFO Connected to Postgres database: convex_self_hosted
 2026-11-29T22:58:12.131959639Z 2026-11-29T22:58:12Z INFO backend listening on 0.0.0.0:3210`;
@@ -43,7 +45,7 @@ function healthy(): DoctorState {
   return {
     docker: { cli: true, running: true, compose: 'v2' },
     networks: { bridgeGateway: '172.17.0.1', subnets: ['172.17.0.0/16', '172.18.0.0/16'], convexNetwork: true },
-    containers: parseContainers(INSPECT),
+    containers: containersFrom(CONTAINER_DOCS),
     log: parseLog(LOG),
     listeners: parseListeners(SS),
     disks: parseDisk(DF),

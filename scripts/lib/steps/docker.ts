@@ -43,7 +43,7 @@ interface EngineSnapshot {
  * reading together), and one request to the engine for its version, both networks and both
  * containers. The facts below are views of that one reading.
  */
-function engineView<T>(view: (engine: EngineSnapshot) => T): Fact<T> {
+export function engineView<T>(view: (engine: EngineSnapshot) => T): Fact<T> {
   return {
     key: 'docker-engine',
     command: [
