@@ -161,12 +161,12 @@ test('the stand-in refuses an admin key made with another secret', async () => {
 
 test('teardown leaves no container, volume or network of the fleet', async () => {
   await fleet.down();
-  const label = `label=convex-ops.fleet=${FLEET_NAME}`;
+  const label = `label=convex-ops.fleet=${fleet.name}`;
   assert.equal((await docker(['ps', '--all', '--quiet', '--filter', label])).stdout.trim(), '');
   assert.equal((await docker(['volume', 'ls', '--quiet', '--filter', label])).stdout.trim(), '');
   assert.equal((await docker(['network', 'ls', '--quiet', '--filter', label])).stdout.trim(), '');
-  const byName = await docker(['ps', '--all', '--format', '{{.Names}}', '--filter', `name=cxo-${FLEET_NAME}-`]);
+  const byName = await docker(['ps', '--all', '--format', '{{.Names}}', '--filter', `name=cxo-${fleet.name}-`]);
   assert.equal(byName.stdout.trim(), '');
-  const network = await docker(['network', 'ls', '--format', '{{.Name}}', '--filter', `name=cxo-${FLEET_NAME}`]);
-  assert.equal(network.stdout.split('\n').filter((name) => name === `cxo-${FLEET_NAME}`).length, 0);
+  const network = await docker(['network', 'ls', '--format', '{{.Name}}', '--filter', `name=cxo-${fleet.name}`]);
+  assert.equal(network.stdout.split('\n').filter((name) => name === `cxo-${fleet.name}`).length, 0);
 });

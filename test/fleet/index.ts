@@ -109,8 +109,12 @@ const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,39}$/;
 const DROPLET_NAME_PATTERN = /^[a-z][a-z0-9-]{0,29}$/;
 const RESERVED_DROPLET_NAMES = new Set(['registry', 'pebble']);
 
+/** $FLEET_NAMESPACE (e.g. "wt2-") prefixes every fleet name, so that two checkouts can run the
+ *  same test files on one engine at once. Applying it twice changes nothing. */
 export function resolveFleetName(name?: string): string {
-  const resolved = name ?? process.env.FLEET_NAME ?? 'default';
+  const namespace = process.env.FLEET_NAMESPACE ?? '';
+  const given = name ?? process.env.FLEET_NAME ?? 'default';
+  const resolved = given.startsWith(namespace) ? given : `${namespace}${given}`;
   if (!NAME_PATTERN.test(resolved)) throw new Error(`bad fleet name "${resolved}": lowercase letters, digits and dashes`);
   return resolved;
 }
@@ -147,7 +151,8 @@ const paths = (dir: string) => ({
 
 /** Remove everything labelled with this fleet: containers (with their anonymous volumes), named
  *  volumes, the network. Works without a Fleet object, e.g. after a crash. */
-export async function fleetDown(fleetName: string): Promise<void> {
+export async function fleetDown(name: string): Promise<void> {
+  const fleetName = resolveFleetName(name);
   const filter = ['--filter', `label=${FLEET_LABEL}=${fleetName}`];
   const list = async (kind: 'container' | 'volume' | 'network') =>
     (await dockerOut(kind === 'container' ? ['ps', '--all', '--quiet', ...filter] : [kind, 'ls', '--quiet', ...filter]))
