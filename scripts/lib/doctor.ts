@@ -608,6 +608,13 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
           `PostgreSQL listens on '${pg.listen}' only, but the containers reach it at host.docker.internal = ${gateway} (the Docker bridge)${says('postgres-refused')}`,
           `listen_addresses must include ${gateway}: ${run('install')} writes conf.d/convex-ops.conf (listen_addresses = 'localhost,${gateway}') and restarts PostgreSQL`,
         );
+      } else if (pg.online && addresses.includes(gateway) && !state.listeners.some(l => l.address === gateway && l.process === 'postgres')) {
+        add(
+          'postgres-not-on-bridge',
+          'problem',
+          `listen_addresses includes the Docker bridge ${gateway}, but PostgreSQL is not listening there: it started before Docker had created the bridge (at boot), so binding ${gateway} failed${says('postgres-refused')}`,
+          `restart PostgreSQL now that the bridge exists: ${run('install')} does it, and on systemd it also orders PostgreSQL after Docker so that the next boot binds the bridge`,
+        );
       }
     }
     if (pg.installed && !pg.hbaBlock) {
@@ -662,7 +669,7 @@ export function diagnose(host: Host, state: DoctorState): Finding[] {
   if (logged.has('postgres-password')) {
     add('postgres-password', 'problem', `PostgreSQL refuses the password in POSTGRES_URL for role ${logged.get('postgres-password')!.detail ?? host.postgres.user}${says('postgres-password')}`, local ? `${run('postgres')} sets the role's password to POSTGRES_PASSWORD from ${envPath(host)}` : `put the right password in the variable named by hosts.${host.name}.postgres.password_env, then ${run('install')}`);
   }
-  if (logged.has('postgres-refused') && ![...findings.keys()].some(id => ['postgres-down', 'postgres-listen', 'postgres-host', 'postgres-missing'].includes(id))) {
+  if (logged.has('postgres-refused') && ![...findings.keys()].some(id => ['postgres-down', 'postgres-listen', 'postgres-not-on-bridge', 'postgres-host', 'postgres-missing'].includes(id))) {
     add(
       'postgres-refused',
       'problem',

@@ -38,6 +38,9 @@ export const initSystem: Fact<'systemd' | 'other'> = {
   parse: out => (out.trim() === 'systemd' ? 'systemd' : 'other'),
 };
 
+/** The pending handler of a changed unit file or drop-in: `systemctl daemon-reload`. */
+export const SYSTEMD_RELOAD = 'systemd-daemon-reload';
+
 /** A shell snippet that starts/restarts/reloads a service under systemd or SysV `service`. */
 export function serviceScript(service: string, action: 'start' | 'restart' | 'reload' | 'enable-start'): string {
   const systemd = action === 'enable-start' ? sh`systemctl enable --now ${service}` : sh`systemctl ${action} ${service}`;

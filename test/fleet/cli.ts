@@ -14,7 +14,7 @@ export const DEFAULT_DROPLETS: DropletSpec[] = [
   { name: 'prod', user: 'deploy', domains: true, promoteFrom: 'dev' },
 ];
 
-const usage = `usage: npm run fleet -- <up|down|status|engine> [--name NAME] [--reuse]
+const usage = `usage: npm run fleet -- <up|down|status|engine> [--name NAME] [--reuse] [--flavour F]
 
   up      create the fleet (droplets dev and prod, registry, pebble); print the inventory path
   down    remove the fleet's containers, volumes and network (cached images stay)
@@ -22,13 +22,16 @@ const usage = `usage: npm run fleet -- <up|down|status|engine> [--name NAME] [--
   engine  only make sure a Docker engine answers (installs docker.io and starts dockerd if needed)
 
   --name NAME   fleet name (default: $FLEET_NAME, else "default")
-  --reuse       up: keep a running fleet of that name instead of recreating it`;
+  --reuse       up: keep a running fleet of that name instead of recreating it
+  --flavour F   up: the droplets' system, debian12 (sshd as PID 1, the default) or
+                debian13-systemd (Debian 13 booting systemd, as a real droplet)`;
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     options: {
       name: { type: 'string' },
       reuse: { type: 'boolean' },
+      flavour: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       // Internal: run by a test process that got Ctrl-C/SIGTERM (index.ts). Its docker commands
       // may still create a container after a first pass, so make a second one a little later.
@@ -48,7 +51,10 @@ async function main(): Promise<number> {
       console.log('Docker engine answers');
       return 0;
     case 'up': {
-      const fleet = await fleetUp({ name, droplets: DEFAULT_DROPLETS, pebble: true, reuse: values.reuse });
+      const flavour = values.flavour ?? 'debian12';
+      if (flavour !== 'debian12' && flavour !== 'debian13-systemd') throw new Error(`--flavour: "${flavour}" is neither debian12 nor debian13-systemd`);
+      const droplets = DEFAULT_DROPLETS.map((spec): DropletSpec => ({ ...spec, flavour }));
+      const fleet = await fleetUp({ name, droplets, pebble: true, reuse: values.reuse });
       console.log(`fleet "${fleet.name}" is up.\n`);
       for (const droplet of Object.values(fleet.droplets)) {
         console.log(`  ${droplet.name.padEnd(6)} ${droplet.ip.padEnd(15)} ssh ${droplet.user}  aliases: ${droplet.aliases.join(' ')}`);

@@ -5,6 +5,7 @@ import { FLEET_LABEL, fleetPrefix } from './paths.ts';
 import { prepareDropletAptArchives } from './apt-cache.ts';
 import { docker, dockerOut, waitFor } from './proc.ts';
 import { readHostKeys } from './keys.ts';
+import type { DropletFlavour } from './images.ts';
 
 export type DropletUser = 'root' | 'deploy';
 
@@ -19,6 +20,8 @@ export interface DropletSpec {
   promoteFrom?: string;
   /** Mount a volume at /mnt/convex_<name>, like an attached DigitalOcean volume. Default true. */
   volume?: boolean;
+  /** Debian 12 with sshd as PID 1 (default), or Debian 13 booting systemd. */
+  flavour?: DropletFlavour;
 }
 
 export interface Droplet {
@@ -66,6 +69,14 @@ export const NESTED_DOCKER_OPTIONS = [
   '--tmpfs', '/tmp:rw,exec,nosuid,nodev,mode=1777',
 ];
 
+/** What each flavour's main process needs: tini reaps the daemons `service X start` leaves behind;
+ *  systemd wants /run/lock, and Debian 13's Docker writes IPv6 sysctls that a container's
+ *  read-only /proc/sys would refuse. */
+const FLAVOUR_OPTIONS: Record<DropletFlavour, string[]> = {
+  debian12: ['--init'],
+  'debian13-systemd': ['--tmpfs', '/run/lock', '--security-opt', 'systempaths=unconfined'],
+};
+
 async function createVolume(fleetName: string, name: string): Promise<string> {
   await docker(['volume', 'create', '--label', `${FLEET_LABEL}=${fleetName}`, name]);
   return name;
@@ -77,6 +88,8 @@ export async function startDroplet(opts: {
   image: string;
   authorizedKey: string;
   spec: DropletSpec;
+  /** Its fixed address on the fleet network. */
+  ip: string;
 }): Promise<Droplet> {
   const { fleetName, spec } = opts;
   const container = dropletContainer(fleetName, spec.name);
@@ -98,9 +111,9 @@ export async function startDroplet(opts: {
     '--label', `${FLEET_LABEL}=${fleetName}`,
     '--label', `convex-ops.droplet=${spec.name}`,
     '--network', opts.network,
+    '--ip', opts.ip,
     ...aliases.flatMap((alias) => ['--network-alias', alias]),
-    // tini as PID 1 reaps the daemons that `service X start` leaves behind.
-    '--init',
+    ...FLAVOUR_OPTIONS[spec.flavour ?? 'debian12'],
     ...NESTED_DOCKER_OPTIONS,
     ...mounts,
     '--env', `FLEET_AUTHORIZED_KEY=${opts.authorizedKey}`,

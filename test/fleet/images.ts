@@ -2,9 +2,11 @@
 // a tag `convex-ops-fleet/<kind>:<hash12>` exists exactly when that recipe was built, so a
 // re-run finds it and takes no time, and a changed recipe gets a new tag.
 //
-//   base     debootstrap --variant=minbase bookworm, piped into `docker import`
+//   base     debootstrap --variant=minbase <suite>, piped into `docker import` (bookworm; trixie
+//            for the Debian 13 droplets)
 //   droplet  base + openssh-server sudo curl ca-certificates iproute2 procps (nothing else:
-//            PostgreSQL, nginx, certbot and Docker are for the product to install)
+//            PostgreSQL, nginx, certbot and Docker are for the product to install). Two flavours:
+//            Debian 12 with sshd as PID 1, and Debian 13 booting systemd as real droplets do
 //   registry base + Debian's docker-registry, with our own config (no auth)
 //   pebble   base + Debian's pebble, with a generated HTTPS certificate and our config
 import { createHash } from 'node:crypto';
@@ -17,7 +19,12 @@ import { docker, run } from './proc.ts';
 import { ensureDockerEngine, ensureHostPackages } from './engine.ts';
 
 const IMAGE_REPO = 'convex-ops-fleet';
-const SUITE = 'bookworm';
+/** The host's own suite: its apt sources name the mirrors, and the fleet's other images use it. */
+const HOST_SUITE = 'bookworm';
+
+/** A droplet's operating system and init: Debian 12 with sshd as PID 1, or Debian 13 booting systemd. */
+export type DropletFlavour = 'debian12' | 'debian13-systemd';
+const SUITE_OF: Record<DropletFlavour, string> = { debian12: 'bookworm', 'debian13-systemd': 'trixie' };
 
 export interface FleetImages {
   base: string;
@@ -91,29 +98,30 @@ async function hostAptMirrors(): Promise<AptMirrors> {
       }
     }
   }
-  const main = entries.find((e) => e.suites.includes(SUITE) && !e.uri.includes('security'));
-  const security = entries.find((e) => e.suites.includes(`${SUITE}-security`));
+  const main = entries.find((e) => e.suites.includes(HOST_SUITE) && !e.uri.includes('security'));
+  const security = entries.find((e) => e.suites.includes(`${HOST_SUITE}-security`));
   if (main) found.debian = main.uri.replace(/\/$/, '');
   if (security) found.security = security.uri.replace(/\/$/, '');
   return found;
 }
 
-export async function ensureBaseImage(): Promise<string> {
+/** The base image of a suite; the mirrors the host uses for bookworm serve every suite. */
+export async function ensureBaseImage(suite = HOST_SUITE): Promise<string> {
   const mirrors = await hostAptMirrors();
   const sourcesList = [
-    `deb ${mirrors.debian} ${SUITE} main`,
-    `deb ${mirrors.debian} ${SUITE}-updates main`,
-    `deb ${mirrors.security} ${SUITE}-security main`,
+    `deb ${mirrors.debian} ${suite} main`,
+    `deb ${mirrors.debian} ${suite}-updates main`,
+    `deb ${mirrors.security} ${suite}-security main`,
     '',
   ].join('\n');
-  const recipe = { v: 1, suite: SUITE, variant: 'minbase', mirror: mirrors.debian, sourcesList };
+  const recipe = { v: 1, suite, variant: 'minbase', mirror: mirrors.debian, sourcesList };
   const tag = `${IMAGE_REPO}/base:${hashOf(recipe)}`;
   return ensureImage(tag, async () => {
     await ensureHostPackages(); // debootstrap
     const rootfs = path.join(cacheDir, `rootfs-${process.pid}-${Date.now()}`);
     await fs.mkdir(cacheDir, { recursive: true });
     try {
-      await run('debootstrap', ['--variant=minbase', SUITE, rootfs, mirrors.debian]);
+      await run('debootstrap', ['--variant=minbase', suite, rootfs, mirrors.debian]);
       await fs.writeFile(path.join(rootfs, 'etc/apt/sources.list'), sourcesList);
       // Drop what debootstrap leaves behind that a droplet wouldn't have.
       await run('sh', ['-c', 'rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*', 'sh', rootfs]);
@@ -161,14 +169,8 @@ async function ensureBuiltImage(kind: string, base: string, files: Record<string
 
 const APT_INSTALL = 'apt-get update && apt-get install -y --no-install-recommends';
 
-const DROPLET_FILES: Record<string, string> = {
-  Dockerfile: `FROM @BASE@
-ARG DEBIAN_FRONTEND=noninteractive
-# The package lists are kept, as on a real droplet; the product still runs apt-get update.
-RUN ${APT_INSTALL} openssh-server sudo curl ca-certificates iproute2 procps \\
- && apt-get clean \\
- && rm -f /etc/ssh/ssh_host_*
-# A non-root user with passwordless sudo, for droplets configured with user = "deploy".
+/** What both droplet flavours share: a deploy user, the fleet registry trusted, the sshd config. */
+const DROPLET_COMMON = `# A non-root user with passwordless sudo, for droplets configured with user = "deploy".
 # '*' rather than useradd's locked '!' so that key login is allowed.
 RUN useradd --create-home --shell /bin/bash --password '*' deploy \\
  && echo 'deploy ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-deploy && chmod 0440 /etc/sudoers.d/90-deploy
@@ -176,16 +178,38 @@ RUN useradd --create-home --shell /bin/bash --password '*' deploy \\
 # docker.io ships no daemon.json, so installing it later keeps this file.
 RUN mkdir -p /etc/docker && echo '{"insecure-registries":["${FLEET_REGISTRY_HOST}"]}' > /etc/docker/daemon.json
 COPY sshd-fleet.conf /etc/ssh/sshd_config.d/fleet.conf
-# Fleet set-up, not product: see fleet-dpkg-fixups.
+`;
+
+const DROPLET_PACKAGES = 'openssh-server sudo curl ca-certificates iproute2 procps';
+
+const SSHD_FLEET_CONF = `PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+`;
+
+/** Puts the fleet's public key ($1) in root's and deploy's authorized_keys. */
+const INSTALL_FLEET_KEY = `for user in root deploy; do
+  home=$(getent passwd "$user" | cut -d: -f6)
+  install -d -m 700 -o "$user" -g "$user" "$home/.ssh"
+  printf '%s\\n' "$1" > "$home/.ssh/authorized_keys"
+  chown "$user:$user" "$home/.ssh/authorized_keys"
+  chmod 600 "$home/.ssh/authorized_keys"
+done`;
+
+const DROPLET_FILES: Record<string, string> = {
+  Dockerfile: `FROM @BASE@
+ARG DEBIAN_FRONTEND=noninteractive
+# The package lists are kept, as on a real droplet; the product still runs apt-get update.
+RUN ${APT_INSTALL} ${DROPLET_PACKAGES} \\
+ && apt-get clean \\
+ && rm -f /etc/ssh/ssh_host_*
+${DROPLET_COMMON}# Fleet set-up, not product: see fleet-dpkg-fixups.
 COPY fleet-dpkg-fixups /usr/local/sbin/fleet-dpkg-fixups
 RUN echo 'DPkg::Post-Invoke { "/usr/local/sbin/fleet-dpkg-fixups || true"; };' > /etc/apt/apt.conf.d/99convex-ops-fleet
 COPY droplet-entrypoint /usr/local/sbin/droplet-entrypoint
 ENTRYPOINT ["/usr/local/sbin/droplet-entrypoint"]
 `,
-  'sshd-fleet.conf': `PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-`,
+  'sshd-fleet.conf': SSHD_FLEET_CONF,
   // The test hosts lack CAP_SYS_RESOURCE (which is also why --privileged fails), so nothing in a
   // droplet can raise a hard resource limit. docker.io's init script starts with
   // `ulimit -n 1048576` under `set -e` and so would never start dockerd here, while on a real
@@ -196,22 +220,56 @@ if [ -f /etc/init.d/docker ]; then
 fi
 `,
   'droplet-entrypoint': `#!/bin/sh
-# sshd is the main process: there is no systemd on a droplet here.
+# sshd is the main process: there is no systemd on a droplet of this flavour.
 set -e
 mkdir -p /run/sshd
 # Host keys are made at first start, so every droplet has its own.
 ssh-keygen -A
 # The fleet's public key, for root and deploy alike.
 if [ -n "$FLEET_AUTHORIZED_KEY" ]; then
-  for user in root deploy; do
-    home=$(getent passwd "$user" | cut -d: -f6)
-    install -d -m 700 -o "$user" -g "$user" "$home/.ssh"
-    printf '%s\\n' "$FLEET_AUTHORIZED_KEY" > "$home/.ssh/authorized_keys"
-    chown "$user:$user" "$home/.ssh/authorized_keys"
-    chmod 600 "$home/.ssh/authorized_keys"
-  done
+  set -- "$FLEET_AUTHORIZED_KEY"
+  ${INSTALL_FLEET_KEY.replaceAll('\n', '\n  ')}
 fi
 exec /usr/sbin/sshd -D -e
+`,
+};
+
+/**
+ * Debian 13 booting systemd, as a real droplet does: /sbin/init is the main process and stops on
+ * SIGRTMIN+3, so `docker restart` is a reboot. What cloud-init does on a real droplet, a oneshot
+ * unit ordered before ssh does here at every boot: host keys when missing (a test may delete
+ * them), and the fleet's key from PID 1's environment (units do not inherit it).
+ */
+const SYSTEMD_DROPLET_FILES: Record<string, string> = {
+  Dockerfile: `FROM @BASE@
+ARG DEBIAN_FRONTEND=noninteractive
+RUN ${APT_INSTALL} systemd systemd-sysv dbus ${DROPLET_PACKAGES} \\
+ && apt-get clean \\
+ && rm -f /etc/ssh/ssh_host_*
+${DROPLET_COMMON}COPY fleet-firstboot /usr/local/sbin/fleet-firstboot
+COPY fleet-firstboot.service /etc/systemd/system/fleet-firstboot.service
+RUN systemctl enable fleet-firstboot.service ssh.service
+STOPSIGNAL SIGRTMIN+3
+CMD ["/sbin/init"]
+`,
+  'sshd-fleet.conf': SSHD_FLEET_CONF,
+  'fleet-firstboot': `#!/bin/sh
+set -e
+ssh-keygen -A
+key=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^FLEET_AUTHORIZED_KEY=//p')
+if [ -n "$key" ]; then
+  set -- "$key"
+  ${INSTALL_FLEET_KEY.replaceAll('\n', '\n  ')}
+fi
+`,
+  'fleet-firstboot.service': `[Unit]
+Description=convex-ops fleet: host keys and the fleet's SSH key (cloud-init's part on a real droplet)
+Before=ssh.service
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/fleet-firstboot
+[Install]
+WantedBy=multi-user.target
 `,
 };
 
@@ -294,7 +352,11 @@ rm -f https-cert.csr https-cert.ext https-ca-key.pem
 `,
 };
 
-export const ensureDropletImage = (base: string) => ensureBuiltImage('droplet', base, DROPLET_FILES);
+/** The droplet image of a flavour, built on that flavour's base. */
+export async function ensureDropletImage(flavour: DropletFlavour = 'debian12'): Promise<string> {
+  const base = await ensureBaseImage(SUITE_OF[flavour]);
+  return flavour === 'debian12' ? ensureBuiltImage('droplet', base, DROPLET_FILES) : ensureBuiltImage(`droplet-${flavour}`, base, SYSTEMD_DROPLET_FILES);
+}
 export const ensureRegistryImage = (base: string) => ensureBuiltImage('registry', base, REGISTRY_FILES);
 export const ensurePebbleImage = (base: string) => ensureBuiltImage('pebble', base, PEBBLE_FILES);
 
@@ -303,7 +365,7 @@ export async function ensureFleetImages(): Promise<FleetImages> {
   await ensureDockerEngine();
   const base = await ensureBaseImage();
   const [droplet, registry, pebble] = await Promise.all([
-    ensureDropletImage(base),
+    ensureDropletImage(),
     ensureRegistryImage(base),
     ensurePebbleImage(base),
   ]);

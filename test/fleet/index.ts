@@ -18,6 +18,7 @@ import { buildStandinImages } from '../standins/build.ts';
 import { FLEET_LABEL, fleetDir, fleetPrefix, repoRoot } from './paths.ts';
 import { ensureDockerEngine } from './engine.ts';
 import { ensureBaseImage, ensureDropletImage, ensurePebbleImage, ensureRegistryImage } from './images.ts';
+import type { DropletFlavour } from './images.ts';
 import { docker, dockerOut, waitFor } from './proc.ts';
 import type { RunResult } from './proc.ts';
 import { withLock } from './lock.ts';
@@ -32,7 +33,7 @@ import type { FleetPebble } from './pebble.ts';
 import { buildInventory, deepMerge, writeInventoryFile } from './inventory.ts';
 import type { InventoryObject } from './inventory.ts';
 
-export type { Droplet, DropletSpec, DropletUser, InventoryObject, RunResult };
+export type { Droplet, DropletFlavour, DropletSpec, DropletUser, InventoryObject, RunResult };
 export { ensureDockerEngine };
 
 export interface FleetOptions {
@@ -88,6 +89,9 @@ export interface Fleet {
   recreateHostKey(droplet: string): Promise<string[]>;
   /** Re-read every droplet's host keys into known_hosts. */
   refreshKnownHosts(): Promise<void>;
+  /** Reboot a systemd droplet (`docker restart`: systemd shuts down and boots again) and wait
+   *  until its sshd accepts connections. Nothing else is waited for: what comes back is the test's. */
+  reboot(droplet: string): Promise<void>;
   /** Push a local image to the fleet registry as `repoAndTag`, e.g. "convex-backend:v3". */
   pushImage(localRef: string, repoAndTag: string): Promise<void>;
   /** Remove the fleet's containers, volumes and network. Idempotent. */
@@ -176,6 +180,30 @@ export async function fleetDown(name: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // up
 
+const flavoursOf = (specs: DropletSpec[]): DropletFlavour[] => [...new Set(specs.map((spec) => spec.flavour ?? 'debian12'))];
+
+/**
+ * The fleet network, with its subnet given explicitly so that droplets can have fixed addresses:
+ * a droplet keeps its address across a reboot (`docker restart`), as a real one does. The subnet
+ * is the one Docker picks by itself; another fleet may take it between the two steps, so retry.
+ */
+async function createFleetNetwork(name: string, network: string): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    await docker(['network', 'create', '--label', `${FLEET_LABEL}=${name}`, network]);
+    const subnet = await dockerOut(['network', 'inspect', '--format', '{{ (index .IPAM.Config 0).Subnet }}', network]);
+    await docker(['network', 'rm', network]);
+    const created = await docker(['network', 'create', '--label', `${FLEET_LABEL}=${name}`, '--subnet', subnet, network], { allowFail: true });
+    if (created.code === 0) return subnet;
+    if (attempt === 5) throw new Error(`cannot create network ${network} on ${subnet}: ${created.stderr}`);
+  }
+}
+
+/** Droplet addresses from .100 of the subnet on: Docker gives the registry and pebble the lowest ones. */
+function dropletAddress(subnet: string, index: number): string {
+  const [a, b, c] = subnet.split('/')[0]!.split('.');
+  return `${a}.${b}.${c}.${100 + index}`;
+}
+
 /** Build (or find) the stand-ins and put them into the fleet registry as convex-backend:<tag>
  *  and convex-dashboard:<tag>. One process at a time: the stand-ins' local tags and the registry
  *  seeds are shared by all fleets on the machine. */
@@ -237,9 +265,10 @@ export async function fleetUp(opts: FleetOptions): Promise<Fleet> {
         })
       : promise;
   try {
-    await docker(['network', 'create', '--label', `${FLEET_LABEL}=${name}`, network]);
+    const subnet = await createFleetNetwork(name, network);
     const base = ensureBaseImage();
-    const dropletImage = base.then(ensureDropletImage);
+    const dropletImages = new Map(flavoursOf(opts.droplets).map((flavour) => [flavour, ensureDropletImage(flavour)] as const));
+    const dropletImage = dropletImages.values().next().value ?? ensureDropletImage();
     const registryImage = base.then(ensureRegistryImage);
     const registry = step('registry up', registryImage.then((image) => startRegistry({ fleetName: name, network, image, storageDir: files.registryDir })));
     const pebble = withPebble
@@ -250,8 +279,11 @@ export async function fleetUp(opts: FleetOptions): Promise<Fleet> {
         }))
       : Promise.resolve(undefined);
     const key = dropletImage.then((image) => generateFleetKey(dir, `convex-ops-fleet-${name}`, image));
-    const droplets = step('droplets up', Promise.all([dropletImage, key]).then(([image, { publicKey }]) =>
-      settleAll(opts.droplets.map((spec) => startDroplet({ fleetName: name, network, image, authorizedKey: publicKey, spec }))),
+    const droplets = step('droplets up', key.then(({ publicKey }) =>
+      settleAll(opts.droplets.map(async (spec, index) => {
+        const image = await dropletImages.get(spec.flavour ?? 'debian12')!;
+        return startDroplet({ fleetName: name, network, image, authorizedKey: publicKey, spec, ip: dropletAddress(subnet, index) });
+      })),
     ));
     const standins = withStandins
       ? step('stand-ins in the registry', Promise.all([base, registry, registryImage]).then(([baseImage, running, image]) =>
@@ -407,6 +439,14 @@ function makeFleet(state: FleetState): Fleet {
       for (const droplet of state.droplets) droplet.hostKeys = await readHostKeys(droplet.container);
       await writeKnownHosts();
       await fs.writeFile(files.statePath, `${JSON.stringify(state, null, 2)}\n`);
+    },
+
+    async reboot(droplet) {
+      const target = dropletNamed(droplet);
+      await docker(['restart', target.container]);
+      const ip = await containerIp(target.container, state.network);
+      if (ip !== target.ip) throw new Error(`${target.container} came back on ${ip}, not ${target.ip}`);
+      await waitForPort(target.ip, 22, 120_000);
     },
 
     pushImage(localRef, repoAndTag) {

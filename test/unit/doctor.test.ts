@@ -43,7 +43,7 @@ const ENV = `# Managed by convex-ops.\nCOMPOSE_PROJECT_NAME=convex\nINSTANCE_SEC
 
 function healthy(): DoctorState {
   return {
-    docker: { cli: true, running: true, compose: 'v2' },
+    docker: { cli: true, engine: true, running: true, compose: 'v2' },
     networks: { bridgeGateway: '172.17.0.1', subnets: ['172.17.0.0/16', '172.18.0.0/16'], convexNetwork: true },
     containers: containersFrom(CONTAINER_DOCS),
     log: parseLog(LOG),
@@ -185,6 +185,15 @@ test('connection refused: PostgreSQL down, listening on localhost only, pg_hba b
   listen.postgres!.listen = 'localhost';
   assert.match(find(diagnose(host, listen), 'postgres-listen').cause, /listens on 'localhost' only.*host\.docker\.internal = 172\.17\.0\.1/);
 
+  // After a boot where PostgreSQL started before Docker made docker0: configured, not bound.
+  const beforeBridge = looping(healthy(), refused);
+  beforeBridge.listeners = beforeBridge.listeners.filter(l => !(l.port === 5432 && l.address === '172.17.0.1'));
+  const notOnBridge = find(diagnose(host, beforeBridge), 'postgres-not-on-bridge');
+  assert.match(notOnBridge.cause, /listen_addresses includes the Docker bridge 172\.17\.0\.1, but PostgreSQL is not listening there: it started before Docker.*Connection refused/);
+  assert.match(notOnBridge.fix, /restart PostgreSQL.*install\.ts --host dev/);
+  assert.ok(!ids(diagnose(host, beforeBridge)).includes('postgres-listen'), 'the configuration is right: only the live state is wrong');
+  assert.ok(!ids(diagnose(host, healthy())).includes('postgres-not-on-bridge'));
+
   const hba = looping(healthy(), ['ERROR FATAL:  no pg_hba.conf entry for host "172.18.0.2", user "convex", database "convex_self_hosted", no encryption']);
   hba.postgres = parsePostgres('version 15\nstatus online\nlisten localhost,172.17.0.1\ndb 1\nrole 1\n');
   assert.match(find(diagnose(host, hba), 'postgres-hba').cause, /pg_hba\.conf has no convex-ops block.*172\.17\.0\.0\/16, 172\.18\.0\.0\/16.*no pg_hba\.conf entry for host "172\.18\.0\.2"/);
@@ -276,7 +285,7 @@ test('an admin key that no longer matches the instance secret; a stale local cop
 
 test('nothing installed, Docker down, a run in progress', () => {
   const bare = healthy();
-  bare.docker = { cli: false, running: false, compose: 'none' };
+  bare.docker = { cli: false, engine: false, running: false, compose: 'none' };
   assert.deepEqual(ids(diagnose(host, bare)), ['docker-missing']);
   const down = healthy();
   down.docker.running = false;

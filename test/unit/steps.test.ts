@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import YAML from 'yaml';
 import type { Host } from '../../scripts/lib/inventory.ts';
-import { scramVerifier, verifierMatches, withHbaBlock } from '../../scripts/lib/steps/postgres.ts';
+import { clusterFact, scramVerifier, verifierMatches, withHbaBlock } from '../../scripts/lib/steps/postgres.ts';
 import { parseEnv, passwordFromCompose, postgresUrl, renderEnv, wantedEnv } from '../../scripts/lib/steps/secret.ts';
 import { renderCompose } from '../../scripts/lib/steps/compose.ts';
 import { composeInputsHash } from '../../scripts/lib/steps/up.ts';
@@ -103,11 +103,30 @@ test('packages that a killed or still running dpkg left half-way count as unfini
 
 test('the docker step finishes a half-installed engine package as itself, and leaves a complete one alone', () => {
   const packages = (installed: string[], unfinished: string[] = []) => ({ installed: new Set(installed), unfinished: new Set(unfinished) });
-  const ready = { cli: true, running: true, compose: 'v2' as const };
+  const ready = { cli: true, engine: true, running: true, compose: 'v2' as const };
   const base = ['curl', 'ca-certificates'];
   assert.deepEqual(dockerPackagesWanted(ready, packages([...base, 'docker-ce'])), []);
-  assert.deepEqual(dockerPackagesWanted({ ...ready, cli: false, compose: 'none' }, packages(base)), ['docker.io', 'docker-compose-v2|docker-compose-plugin|docker-compose']);
+  assert.deepEqual(dockerPackagesWanted({ ...ready, cli: false, engine: false, compose: 'none' }, packages(base)), ['docker.io', 'docker-cli|docker.io', 'docker-compose-v2|docker-compose-plugin|docker-compose']);
   assert.deepEqual(dockerPackagesWanted(ready, packages(base, ['docker.io'])), ['docker.io']);
   // Docker's own docker-ce conflicts with docker.io: asking for docker.io would fail.
   assert.deepEqual(dockerPackagesWanted(ready, packages(base, ['docker-ce'])), ['docker-ce']);
+});
+
+test('the docker step tells the CLI from the engine (Debian 13 ships them as docker-cli and docker.io)', () => {
+  const packages = (installed: string[]) => ({ installed: new Set(installed), unfinished: new Set<string>() });
+  const base = ['curl', 'ca-certificates'];
+  const state = { cli: true, engine: true, running: true, compose: 'v2' as const };
+  // docker-cli present, engine absent: the engine is installed, not only Compose.
+  assert.deepEqual(dockerPackagesWanted({ ...state, engine: false, running: false }, packages(base)), ['docker.io']);
+  // docker.io without its recommended docker-cli: the CLI is installed.
+  assert.deepEqual(dockerPackagesWanted({ ...state, cli: false }, packages(base)), ['docker-cli|docker.io']);
+  assert.deepEqual(dockerPackagesWanted({ ...state, cli: false }, packages([...base, 'docker-ce'])), ['docker-ce-cli']);
+});
+
+test('the cluster fact reads what PostgreSQL really listens on, beside its configuration', () => {
+  const fact = clusterFact(host);
+  const online = 'version 17\nstatus online\nlisten\tlocalhost,172.17.0.1\t\t\nport\t5432\t\t\nsockets\nsocket 127.0.0.1:5432\nsocket 0.0.0.0:22\n';
+  assert.deepEqual(fact.parse(online, 0), { online: true, version: '17', listen: 'localhost,172.17.0.1', port: '5432', sockets: ['127.0.0.1:5432', '0.0.0.0:22'] });
+  // Without ss the live state is unknown, not empty: the step must not restart on every run.
+  assert.equal(fact.parse('version 17\nstatus online\n', 0).sockets, undefined);
 });

@@ -7,7 +7,7 @@ import { sh } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
 import type { EngineAnswer, EngineObject } from '../docker-api.ts';
 
-export interface DockerState { cli: boolean; running: boolean; compose: 'v2' | 'v1' | 'none' }
+export interface DockerState { cli: boolean; engine: boolean; running: boolean; compose: 'v2' | 'v1' | 'none' }
 
 /** Where the docker CLI looks for plugins ($DOCKER_CONFIG or ~/.docker first): Compose v2 is one. */
 const PLUGIN_DIRS = ['"${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"', '/usr/local/lib/docker/cli-plugins', '/usr/local/libexec/docker/cli-plugins', '/usr/lib/docker/cli-plugins', '/usr/libexec/docker/cli-plugins'];
@@ -27,6 +27,8 @@ const ENGINE_OBJECTS: EngineObject[] = [
 
 interface EngineSnapshot {
   cli: boolean;
+  /** dockerd is on disk: the CLI alone (Debian 13's docker-cli) is not the engine. */
+  engine: boolean;
   compose: DockerState['compose'];
   version: EngineAnswer;
   bridge: EngineAnswer;
@@ -48,6 +50,7 @@ export function engineView<T>(view: (engine: EngineSnapshot) => T): Fact<T> {
     key: 'docker-engine',
     command: [
       'command -v docker >/dev/null && echo cli',
+      'command -v dockerd >/dev/null && echo engine',
       `c=; for d in ${PLUGIN_DIRS.join(' ')}; do if [ -x "$d/docker-compose" ]; then c=compose-v2; break; fi; done`,
       '[ -n "$c" ] || { command -v docker-compose >/dev/null && c=compose-v1; }',
       'echo "$c"',
@@ -59,6 +62,7 @@ export function engineView<T>(view: (engine: EngineSnapshot) => T): Fact<T> {
       const missing: EngineAnswer = { status: 0 };
       return view({
         cli: /^cli$/m.test(out),
+        engine: /^engine$/m.test(out),
         compose: /^compose-v2$/m.test(out) ? 'v2' : /^compose-v1$/m.test(out) ? 'v1' : 'none',
         version: version ?? missing,
         bridge: bridge ?? missing,
@@ -73,7 +77,7 @@ export function engineView<T>(view: (engine: EngineSnapshot) => T): Fact<T> {
 }
 
 /** The CLI, the engine (its API answers on the socket) and Compose: the v2 plugin where the CLI finds one, else v1's docker-compose. */
-export const dockerState: Fact<DockerState> = engineView(engine => ({ cli: engine.cli, running: engine.version.status === 200, compose: engine.compose }));
+export const dockerState: Fact<DockerState> = engineView(engine => ({ cli: engine.cli, engine: engine.engine, running: engine.version.status === 200, compose: engine.compose }));
 
 export interface DockerNetworks { bridgeGateway?: string; subnets: string[]; convexNetwork: boolean }
 
@@ -127,7 +131,10 @@ export function dockerPackagesWanted(state: DockerState, packages: Packages): st
   const unfinished = (names: string[]) => names.some(name => packages.unfinished.has(name));
   // A half-installed docker-ce (Docker's own package) is finished as itself: docker.io conflicts with it.
   if (packages.unfinished.has('docker-ce')) wanted.push('docker-ce');
-  else if (!state.cli || unfinished(['docker.io'])) wanted.push('docker.io');
+  else if (!state.engine || unfinished(['docker.io'])) wanted.push('docker.io');
+  // Debian 13 split the CLI into docker-cli, which docker.io only recommends; before that
+  // (Debian 12, Ubuntu 22.04) docker.io holds the CLI itself.
+  if (!state.cli) wanted.push(packages.installed.has('docker-ce') ? 'docker-ce-cli' : 'docker-cli|docker.io');
   if (!packages.installed.has('curl')) wanted.push('curl');
   if (!packages.installed.has('ca-certificates')) wanted.push('ca-certificates');
   // Compose: the v2 plugin where the distribution packages it, else v1 (Debian 12).

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { Host } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
-import { ensurePackages, initSystem, installedPackages, serviceScript } from '../system.ts';
+import { ensurePackages, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
 import { ACME_WEBROOT, NGINX_RELOAD, applySite, certName, certificatePaths, domainList, ensureNginxServing, nginxState, certificatePresent, sitePath, siteLink } from './nginx.ts';
@@ -21,7 +21,6 @@ export const DEPLOY_HOOK = '/etc/letsencrypt/renewal-hooks/deploy/convex-ops-rel
 export const RENEW_CRON = '/etc/cron.d/convex-ops-certbot';
 export const RENEW_DROPIN = '/etc/systemd/system/certbot.service.d/convex-ops.conf';
 const SYSTEM_ROOTS = '/etc/ssl/certs/ca-certificates.crt';
-const SYSTEMD_RELOAD = 'systemd-daemon-reload';
 
 /** No new order while the certificate has more than this left. */
 export const RENEW_BEFORE_DAYS = 30;

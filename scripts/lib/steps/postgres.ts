@@ -9,7 +9,8 @@ import { databaseName } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import type { FileState } from '../files.ts';
-import { ensurePackages, installedPackages, serviceScript } from '../system.ts';
+import { ensurePackages, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
+import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
 import { dockerNetworks } from './docker.ts';
 import { readEnv } from './secret.ts';
@@ -20,6 +21,10 @@ export interface ClusterState {
   role?: { verifier: string; ours: boolean };
   database?: { owner: string };
   listen?: string;
+  port?: string;
+  /** The TCP addresses (address:port) the host listens on now, whatever the configuration says;
+   *  undefined when `ss` could not tell. */
+  sockets?: string[];
 }
 
 const ROLE_COMMENT = MANAGED_MARKER;
@@ -50,7 +55,8 @@ export function clusterFact(host: Host): Fact<ClusterState> {
   const query =
     `select 'role', rolname, coalesce(rolpassword, ''), coalesce(shobj_description(oid, 'pg_authid'), '') from pg_authid where rolname = '${role}' ` +
     `union all select 'db', datname, pg_get_userbyid(datdba), '' from pg_database where datname = '${db}' ` +
-    `union all select 'listen', setting, '', '' from pg_settings where name = 'listen_addresses'`;
+    `union all select 'listen', setting, '', '' from pg_settings where name = 'listen_addresses' ` +
+    `union all select 'port', setting, '', '' from pg_settings where name = 'port'`;
   return {
     key: `postgres:${role}:${db}`,
     command: [
@@ -60,6 +66,8 @@ export function clusterFact(host: Host): Fact<ClusterState> {
       // A cluster that answers is online. pg_lsclusters (Perl, slow to start) only says why not.
       `if out=$(${clusterPsql(sh`-XAtq -F '\t' -c ${query}`)}); then echo 'status online'; printf '%s\n' "$out"; else ` +
         `pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'; fi`,
+      // What it really listens on: at boot it may have started before the Docker bridge existed.
+      `if s=$(ss -Hltn 2>/dev/null); then echo sockets; printf '%s\n' "$s" | awk '{ print "socket " $4 }'; fi`,
     ].join('\n'),
     parse: out => {
       const state: ClusterState = { online: false };
@@ -70,6 +78,9 @@ export function clusterFact(host: Host): Fact<ClusterState> {
         else if (kind === 'role') state.role = { verifier: b, ours: c.includes(ROLE_COMMENT) };
         else if (kind === 'db') state.database = { owner: b };
         else if (kind === 'listen') state.listen = a;
+        else if (kind === 'port') state.port = a;
+        else if (kind === 'sockets') state.sockets = [];
+        else if (kind === 'socket') state.sockets?.push(a);
       }
       return state;
     },
@@ -121,6 +132,8 @@ export function withHbaBlock(current: string, host: Host, subnets: string[]): st
 }
 
 const confDir = (version: string) => `/etc/postgresql/${version}/main`;
+/** Orders every cluster's unit after Docker (systemd only): see files/postgresql-after-docker.conf. */
+export const BOOT_ORDER_DROPIN = '/etc/systemd/system/postgresql@.service.d/convex-ops.conf';
 const HBA_FILE = 'pg_hba.conf';
 const LISTEN_FILE = 'conf.d/convex-ops.conf';
 
@@ -233,9 +246,20 @@ async function localMode(ctx: StepContext): Promise<string> {
   const listen = `localhost,${networks.bridgeGateway}`;
   const listenConf = `# ${MANAGED_MARKER}: the backend containers reach PostgreSQL at host.docker.internal (the Docker bridge).\nlisten_addresses = '${listen}'\n`;
   const confChanged = await ensureFile(ctx, { path: listenPath, content: listenConf, mode: '644', owner: 'postgres', label: 'conf.d/convex-ops.conf' });
-  if (confChanged || cluster.listen !== listen) {
-    // listen_addresses only takes effect on a restart; a restart also re-reads pg_hba.conf.
-    await ctx.change(`restart PostgreSQL (listen_addresses = '${listen}')`, () =>
+  if ((await ctx.fact(initSystem)) === 'systemd') {
+    const dropin = renderTemplate(templateText('postgresql-after-docker.conf'), { managed: MANAGED_MARKER, gateway: networks.bridgeGateway }, 'postgresql-after-docker.conf');
+    const dropinState = await ctx.fact(fileFact(BOOT_ORDER_DROPIN));
+    if (dropinState.kind !== 'file' || dropinState.content !== dropin) await ctx.markPending(SYSTEMD_RELOAD);
+    await ensureFile(ctx, { path: BOOT_ORDER_DROPIN, content: dropin, mode: '644', label: 'postgresql@.service drop-in (start after Docker)' });
+    await ctx.runPending(SYSTEMD_RELOAD, 'reload systemd units', 'systemctl daemon-reload');
+  }
+  const bridgeSocket = `${networks.bridgeGateway}:${cluster.port ?? '5432'}`;
+  const notOnBridge = cluster.listen === listen && cluster.sockets !== undefined && !cluster.sockets.includes(bridgeSocket);
+  if (confChanged || cluster.listen !== listen || notOnBridge) {
+    // listen_addresses only takes effect on a restart; a restart also re-reads pg_hba.conf. A
+    // server that has the setting but no socket on the bridge started before Docker made it.
+    const why = notOnBridge && !confChanged ? `it does not listen on ${bridgeSocket}` : `listen_addresses = '${listen}'`;
+    await ctx.change(`restart PostgreSQL (${why})`, () =>
       ctx.run(
         `if [ "$(cat /proc/1/comm)" = systemd ]; then systemctl restart postgresql@${cluster.version}-main; else pg_ctlcluster ${cluster.version} main restart; fi && rm -f /var/lib/convex-ops/pending/postgresql-reload`,
         'restart postgresql',
@@ -281,6 +305,8 @@ async function externalMode(ctx: StepContext): Promise<string> {
 export const postgres: Step = {
   name: 'postgres',
   facts: host =>
-    host.postgres.mode === 'local' ? [installedPackages, clusterFact(host), dockerNetworks, newestClusterFile(HBA_FILE), newestClusterFile(LISTEN_FILE)] : [installedPackages],
+    host.postgres.mode === 'local'
+      ? [installedPackages, clusterFact(host), dockerNetworks, newestClusterFile(HBA_FILE), newestClusterFile(LISTEN_FILE), initSystem, fileFact(BOOT_ORDER_DROPIN)]
+      : [installedPackages],
   run: ctx => (ctx.host.postgres.mode === 'local' ? localMode(ctx) : externalMode(ctx)),
 };
