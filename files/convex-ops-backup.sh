@@ -25,9 +25,8 @@ ROOT=@ROOT@
 DATABASE=@DATABASE@
 PG_MODE=@PG_MODE@
 PG_USER=@PG_USER@
-PG_HOST=@PG_HOST@
-PG_PORT=@PG_PORT@
-PG_CA=@PG_CA@
+# libpq settings of an external server (host, port, user, database, verified TLS), values quoted.
+PG_CONNINFO=@PG_CONNINFO@
 KEEP=@KEEP@
 
 BACKUPS="$ROOT/backups"
@@ -71,17 +70,13 @@ external_env() {
   PGPASSWORD=$(urldecode "$password")
   export PGPASSWORD
 }
-conninfo() {
-  printf 'host=%s port=%s user=%s dbname=%s sslmode=verify-full sslrootcert=%s connect_timeout=10' \
-    "$PG_HOST" "$PG_PORT" "$PG_USER" "$DATABASE" "$PG_CA"
-}
 
 psql_value() {
   if [ "$PG_MODE" = local ]; then
     runuser -u postgres -- psql -XAtq -d "$DATABASE" -c "$1"
   else
     external_env
-    psql -XAtq -d "$(conninfo)" -c "$1"
+    psql -XAtq -d "$PG_CONNINFO" -c "$1"
   fi
 }
 
@@ -90,7 +85,7 @@ dump_database() {
     runuser -u postgres -- pg_dump -Fc -d "$DATABASE" >"$1"
   else
     external_env
-    pg_dump -Fc -d "$(conninfo)" >"$1"
+    pg_dump -Fc -d "$PG_CONNINFO" >"$1"
   fi
 }
 
@@ -107,7 +102,7 @@ restore_database() {
   else
     external_env
     pg_restore --clean --if-exists --single-transaction --exit-on-error --no-owner --no-privileges \
-      -d "$(conninfo)" "$dump"
+      -d "$PG_CONNINFO" "$dump"
   fi
   echo "RESTORED $1"
 }

@@ -9,7 +9,7 @@ import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { ensurePackages, initSystem, installedPackages, serviceScript } from '../system.ts';
 import { quote, sh } from '../shell.ts';
-import { PG_CA_PATH } from './postgres.ts';
+import { externalConninfo } from './postgres.ts';
 
 const TEMPLATE = new URL('../../../files/convex-ops-backup.sh', import.meta.url);
 
@@ -19,16 +19,13 @@ export const backupsDir = (host: Host) => `${host.root}/backups`;
 export const BACKUP_ID = /^\d{8}T\d{6}Z$/;
 
 export function renderBackupScript(host: Host): string {
-  const external = host.postgres.mode === 'external' ? new URL(host.postgres.url!) : undefined;
   const settings: Record<string, string | number> = {
     VOLUME: host.volume,
     ROOT: host.root,
     DATABASE: databaseName(host),
     PG_MODE: host.postgres.mode,
     PG_USER: host.postgres.user,
-    PG_HOST: external?.hostname ?? '',
-    PG_PORT: external ? external.port || 5432 : '',
-    PG_CA: external ? (host.postgres.ca_file ? PG_CA_PATH(host) : '/etc/ssl/certs/ca-certificates.crt') : '',
+    PG_CONNINFO: host.postgres.mode === 'external' ? externalConninfo(host, databaseName(host), 10) : '',
     KEEP: host.backup.keep,
   };
   const text = readFileSync(TEMPLATE, 'utf8').replace(/@([A-Z_]+)@/g, (whole, key: string) => (key in settings ? quote(settings[key]!) : whole));
