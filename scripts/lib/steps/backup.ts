@@ -76,6 +76,29 @@ export interface BackupMade { id: string; path: string; bytes: number; rotated: 
 export const BACKUP_MEMO = 'backup';
 
 /**
+ * Makes a backup now with the installed script and reports it; under --check, says it would.
+ * `before` names what a safety backup is made for: such a backup is not followed by a rotation,
+ * which could otherwise delete the very backup about to be restored.
+ */
+export async function makeBackup(ctx: StepContext, opts: { before?: string } = {}): Promise<BackupMade | undefined> {
+  const { host } = ctx;
+  const what = opts.before ? `safety backup before ${opts.before}` : 'backup';
+  await installBackupScript(ctx);
+  if (ctx.check) {
+    ctx.changes.push(opts.before ? `make a ${what} in ${backupsDir(host)}/<id>` : `make a backup in ${backupsDir(host)}/<id>, then keep the newest ${host.backup.keep}`);
+    return undefined;
+  }
+  const out = await ctx.run(`${BACKUP_SCRIPT} run${opts.before ? ' --no-rotate' : ''}`, what, { onOutput: chunk => ctx.progress(chunk) });
+  const made = /^BACKUP (\S+) (\d+)$/m.exec(out.stdout);
+  if (!made) throw new Error(`${BACKUP_SCRIPT} finished without naming its backup:\n${out.stdout}${out.stderr}`);
+  const rotated = [...out.stdout.matchAll(/^ROTATED (\S+)$/gm)].map(m => m[1]!);
+  const result: BackupMade = { id: made[1]!, path: `${backupsDir(host)}/${made[1]}`, bytes: Number(made[2]), rotated };
+  ctx.changes.push(`${what} ${result.id} (${formatBytes(result.bytes)}, verified) in ${result.path}`);
+  if (rotated.length) ctx.changes.push(`rotated away ${rotated.join(', ')} (keep = ${host.backup.keep})`);
+  return result;
+}
+
+/**
  * Makes a backup now. Like a shell command, it is never "ok": it changes the host every time,
  * and reports the id it made.
  */
@@ -83,17 +106,8 @@ export const backup: Step = {
   name: 'backup',
   facts: () => [fileFact(BACKUP_SCRIPT)],
   async run(ctx) {
-    const { host } = ctx;
-    await installBackupScript(ctx);
-    if (ctx.check) return void ctx.changes.push(`make a backup in ${backupsDir(host)}/<id>, then keep the newest ${host.backup.keep}`);
-    const out = await ctx.run(`${BACKUP_SCRIPT} run`, 'backup', { onOutput: chunk => ctx.progress(chunk) });
-    const made = /^BACKUP (\S+) (\d+)$/m.exec(out.stdout);
-    if (!made) throw new Error(`${BACKUP_SCRIPT} finished without naming its backup:\n${out.stdout}${out.stderr}`);
-    const rotated = [...out.stdout.matchAll(/^ROTATED (\S+)$/gm)].map(m => m[1]!);
-    const result: BackupMade = { id: made[1]!, path: `${backupsDir(host)}/${made[1]}`, bytes: Number(made[2]), rotated };
-    ctx.memo.set(BACKUP_MEMO, result);
-    ctx.changes.push(`backup ${result.id} (${formatBytes(result.bytes)}, verified) in ${result.path}`);
-    if (rotated.length) ctx.changes.push(`rotated away ${rotated.join(', ')} (keep = ${host.backup.keep})`);
+    const made = await makeBackup(ctx);
+    if (made) ctx.memo.set(BACKUP_MEMO, made);
   },
 };
 
