@@ -273,11 +273,13 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
         `(printable characters, no spaces, no user or password), e.g. "https://acme.example.com/directory".`,
     );
   }
-  for (const cidr of (m.dashboard_allow as string[]) ?? []) {
+  const allowed = (m.dashboard_allow as string[]) ?? [];
+  for (const cidr of allowed) {
     if (!/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(cidr)) problems.push(`${at('dashboard_allow')}: ${JSON.stringify(cidr)} is not an address or CIDR, e.g. "203.0.113.0/24".`);
-    else if (cidr.endsWith('/0')) {
-      warnings.push(`${at('dashboard_allow')}: "${cidr}" allows every address, so the dashboard is public. List only the networks that need it, e.g. "203.0.113.0/24".`);
-    }
+  }
+  const everyone = allowed.filter(cidr => cidr.endsWith('/0'));
+  if (everyone.length) {
+    warnings.push(`${at('dashboard_allow')}: ${everyone.map(c => `"${c}"`).join(' and ')} allow${everyone.length === 1 ? 's' : ''} every address, so the dashboard is public. List only the networks that need it, e.g. "203.0.113.0/24".`);
   }
   const backup = m.backup as { keep: number };
   if (backup.keep < 1) problems.push(`${at('backup.keep')}: must be at least 1; the last good backup is never deleted.`);
