@@ -144,7 +144,7 @@ function controlCharacterProblems(value: unknown, at: string, problems: string[]
   }
 }
 
-function fail(path: string, problems: string[]): never {
+function throwProblems(path: string, problems: string[]): never {
   throw new InventoryError(`${path}: ${problems.length === 1 ? problems[0] : '\n  - ' + problems.join('\n  - ')}`);
 }
 
@@ -153,7 +153,7 @@ function validate(data: Record<string, unknown>, path: string): Inventory {
   const warnings: string[] = [];
   // First and alone: the other messages quote values, which must not carry a control character.
   controlCharacterProblems(data, '', problems);
-  if (problems.length) fail(path, problems);
+  if (problems.length) throwProblems(path, problems);
   for (const key of Object.keys(data)) {
     if (!TOP_KEYS.includes(key)) problems.push(unknownKey(key, key, TOP_KEYS));
   }
@@ -197,7 +197,7 @@ function validate(data: Record<string, unknown>, path: string): Inventory {
       problems.push(`hosts.${host.name}.promote_from: "${host.promote_from}" is not a host. Known hosts: ${[...hosts.keys()].join(', ')}.`);
     }
   }
-  if (problems.length) fail(path, problems);
+  if (problems.length) throwProblems(path, problems);
   return { path, hosts, groups, warnings };
 }
 
@@ -312,6 +312,8 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
   };
 }
 
+/** Paths are pasted into droplet scripts and configs, so only plain ones; one trailing "/" is
+ * tolerated because loading drops it. */
 function isPlainAbsolutePath(path: string): boolean {
   const trimmed = path.replace(/(.)\/$/, '$1');
   return /^\/[A-Za-z0-9._/-]+$/.test(trimmed) && trimmed.slice(1).split('/').every(part => part !== '' && part !== '.' && part !== '..');
