@@ -2,7 +2,7 @@ import type { Check } from '../scripts/lib/check.ts';
 import { databaseName } from '../scripts/lib/inventory.ts';
 import type { Host } from '../scripts/lib/inventory.ts';
 import { sh } from '../scripts/lib/shell.ts';
-import { clusterPsql, NEWEST_CLUSTER, PG_CA_PATH } from '../scripts/lib/steps/postgres.ts';
+import { clusterPsql, externalConninfo, NEWEST_CLUSTER } from '../scripts/lib/steps/postgres.ts';
 
 const TABLES = ['documents', 'indexes', 'persistence_globals'];
 const query = `select table_name from information_schema.tables where table_schema = 'public' and table_name in (${TABLES.map(t => `'${t}'`).join(', ')})`;
@@ -12,15 +12,13 @@ const PERCENT_DECODE =
   '{ s = $0; out = ""; while (match(s, /%[0-9A-Fa-f][0-9A-Fa-f]/)) { out = out substr(s, 1, RSTART - 1) sprintf("%c", hex(substr(s, RSTART + 1, 2))); s = substr(s, RSTART + 3) } printf "%s", out s }';
 
 function externalProbe(host: Host): string {
-  const url = new URL(host.postgres.url!);
-  const ca = host.postgres.ca_file ? PG_CA_PATH(host) : '/etc/ssl/certs/ca-certificates.crt';
-  const conninfo = `host=${url.hostname} port=${url.port || 5432} user=${host.postgres.user} dbname=${databaseName(host)} sslmode=verify-full sslrootcert=${ca} connect_timeout=5`;
+  const settings = externalConninfo(host, databaseName(host), 5);
   // The password is taken from POSTGRES_URL in .env on the droplet and passed in the environment.
   return [
     sh`url=$(sed -n 's/^POSTGRES_URL=//p' ${`${host.root}/.env`})`,
     `pw=\${url#*://*:}; pw=\${pw%%@*}`,
     // Percent-decoding in awk: dash's printf %b knows no \\x escapes.
-    `PGPASSWORD=$(printf '%s' "$pw" | awk ${sh`${PERCENT_DECODE}`}) psql -XAtq ${sh`${conninfo}`} -c ${sh`${query}`}`,
+    `PGPASSWORD=$(printf '%s' "$pw" | awk ${sh`${PERCENT_DECODE}`}) psql -XAtq ${sh`${settings}`} -c ${sh`${query}`}`,
   ].join('\n');
 }
 

@@ -7,6 +7,9 @@
 # subcommands (estimate, verify, list) are also run from the rendered text without installing it.
 #
 #   convex-ops-backup [run]      make a backup, verify it, then rotate (keep the newest KEEP)
+#   convex-ops-backup run --no-rotate
+#                                the same without rotation (restore.ts's safety backup: it must
+#                                not rotate away the backup about to be restored)
 #   convex-ops-backup estimate   print the bytes a backup needs and the bytes free for it
 #   convex-ops-backup verify ID  check SHA256SUMS and that pg_restore can read the dump
 #   convex-ops-backup list       print the good backups, oldest first
@@ -16,7 +19,8 @@
 #
 # A backup is good only once it is complete and verified: it is made in a hidden folder and
 # renamed to its id at the very end, so a failed or interrupted backup never looks like one.
-# Rotation runs only after a good backup, so the newest good backup is never deleted.
+# Rotation runs only after a good backup and never deletes the backup just made, even when the
+# droplet's clock is behind and its id sorts before older ones.
 set -eu
 
 # Settings, rendered from the inventory (edit the inventory, not this file).
@@ -25,9 +29,8 @@ ROOT=@ROOT@
 DATABASE=@DATABASE@
 PG_MODE=@PG_MODE@
 PG_USER=@PG_USER@
-PG_HOST=@PG_HOST@
-PG_PORT=@PG_PORT@
-PG_CA=@PG_CA@
+# libpq settings of an external server (host, port, user, database, verified TLS), values quoted.
+PG_CONNINFO=@PG_CONNINFO@
 KEEP=@KEEP@
 
 BACKUPS="$ROOT/backups"
@@ -71,17 +74,13 @@ external_env() {
   PGPASSWORD=$(urldecode "$password")
   export PGPASSWORD
 }
-conninfo() {
-  printf 'host=%s port=%s user=%s dbname=%s sslmode=verify-full sslrootcert=%s connect_timeout=10' \
-    "$PG_HOST" "$PG_PORT" "$PG_USER" "$DATABASE" "$PG_CA"
-}
 
 psql_value() {
   if [ "$PG_MODE" = local ]; then
     runuser -u postgres -- psql -XAtq -d "$DATABASE" -c "$1"
   else
     external_env
-    psql -XAtq -d "$(conninfo)" -c "$1"
+    psql -XAtq -d "$PG_CONNINFO" -c "$1"
   fi
 }
 
@@ -90,7 +89,7 @@ dump_database() {
     runuser -u postgres -- pg_dump -Fc -d "$DATABASE" >"$1"
   else
     external_env
-    pg_dump -Fc -d "$(conninfo)" >"$1"
+    pg_dump -Fc -d "$PG_CONNINFO" >"$1"
   fi
 }
 
@@ -107,7 +106,7 @@ restore_database() {
   else
     external_env
     pg_restore --clean --if-exists --single-transaction --exit-on-error --no-owner --no-privileges \
-      -d "$(conninfo)" "$dump"
+      -d "$PG_CONNINFO" "$dump"
   fi
   echo "RESTORED $1"
 }
@@ -162,12 +161,13 @@ verify() {
   echo "VERIFIED $1"
 }
 
+# rotate ID: keep the newest KEEP good backups, ID (the backup just made) always among them.
+# Ids are times, so oldest first is by id, except ID itself, whatever its time says.
 rotate() {
   count=$(good_backups | wc -l)
   excess=$((count - KEEP))
   [ "$excess" -gt 0 ] || return 0
-  # Oldest first; KEEP is at least 1 and the newest is the one just made, so it always stays.
-  good_backups | head -n "$excess" | while read -r old; do
+  good_backups | grep -vxF "$1" | head -n "$excess" | while read -r old; do
     rm -rf "${BACKUPS:?}/$old"
     echo "ROTATED $old"
   done
@@ -221,11 +221,11 @@ EOF
   mv "$partial" "$BACKUPS/$id"
   trap - EXIT
   echo "BACKUP $id $(du -sb "$BACKUPS/$id" | cut -f1)"
-  rotate
+  [ "${1:-}" = --no-rotate ] || rotate "$id"
 }
 
 case "${1:-run}" in
-  run) run ;;
+  run) run "${2:-}" ;;
   estimate)
     need=$(estimate)
     free=$(available)
@@ -235,5 +235,5 @@ case "${1:-run}" in
   verify) [ -n "${2:-}" ] || fail "usage: $0 verify ID"; verify "$2" ;;
   list) good_backups ;;
   restore-database) [ -n "${2:-}" ] || fail "usage: $0 restore-database ID"; restore_database "$2" ;;
-  *) fail "unknown command \"$1\" (run, estimate, verify ID, list, restore-database ID)" ;;
+  *) fail "unknown command \"$1\" (run [--no-rotate], estimate, verify ID, list, restore-database ID)" ;;
 esac

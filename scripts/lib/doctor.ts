@@ -20,7 +20,7 @@ import type { DockerNetworks, DockerState } from './steps/docker.ts';
 import { composePath, envPath, parseEnv, passwordFromCompose } from './steps/secret.ts';
 import type { EnvValues } from './steps/secret.ts';
 import { CONTAINERS } from './steps/docker.ts';
-import { localSecretsFile } from './steps/admin-key.ts';
+import { adminKeyInSettings, localSecretsFile } from './steps/admin-key.ts';
 
 export type Severity = 'problem' | 'warning';
 
@@ -363,7 +363,7 @@ export async function readDoctorState(conn: Connection, host: Host, localSecrets
   passwordFromCompose(host, compose.content);
   let localAdminKey: string | undefined;
   if (localSecrets && existsSync(localSecrets)) {
-    localAdminKey = /^CONVEX_SELF_HOSTED_ADMIN_KEY=(.*)$/m.exec(readFileSync(localSecrets, 'utf8'))?.[1]?.trim();
+    localAdminKey = adminKeyInSettings(readFileSync(localSecrets, 'utf8'));
     registerSecret(localAdminKey);
   }
   return {

@@ -1,8 +1,9 @@
 // Files on the droplet: read (one fact per path), compared, and written atomically — a temporary
 // file in the same folder with mode and owner set, then renamed over the live one. A file that
-// convex-ops did not write is copied aside the first time it is replaced. The temporary file is
-// checked against the content's hash before the rename, so a connection lost mid-transfer can
-// never put a truncated file in place; one left behind by a killed run is removed by the next.
+// convex-ops did not write is copied aside (mode 0600) the first time it is replaced. The
+// temporary file is checked against the content's hash before the rename, so a connection lost
+// mid-transfer can never put a truncated file in place; one left behind by a killed run is
+// removed by the next.
 import { createHash } from 'node:crypto';
 import { dirname, basename } from 'node:path';
 import { createRequire } from 'node:module';
@@ -142,6 +143,7 @@ export function atomicWriteScript(want: { path: string; mode: string; owner?: st
   const group = want.group ?? owner;
   const dir = dirname(want.path);
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  const original = `${want.path}.orig-convex-ops-${stamp}`;
   return [
     'set -e',
     sh`mkdir -p ${dir}`,
@@ -154,7 +156,9 @@ export function atomicWriteScript(want: { path: string; mode: string; owner?: st
       : ':',
     sh`chmod ${want.mode} "$tmp"`,
     sh`chown ${`${owner}:${group}`} "$tmp"`,
-    keepOriginal ? sh`cp -p ${want.path} ${`${want.path}.orig-convex-ops-${stamp}`}` : ':',
+    // The copy aside is 0600 whatever the original's mode (never readable for a moment either):
+    // a foreign file may hold secrets, and nothing guards the copy as its reader guarded it.
+    keepOriginal ? sh`(umask 077 && cp --preserve=ownership,timestamps ${want.path} ${original} && chmod 600 ${original})` : ':',
     sh`mv -f "$tmp" ${want.path}`,
     'trap - EXIT',
   ].join('\n');

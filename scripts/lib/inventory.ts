@@ -2,6 +2,7 @@
 // connects. Errors carry the key's path (hosts.dev.postgres.url) and say how to fix it.
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import TOML from '@iarna/toml';
 
@@ -116,9 +117,43 @@ export function loadInventory(path: string): Inventory {
   return validate(data, path);
 }
 
+/** Host and group names become file names (.secrets/<host>.env) and words in droplet files. */
+export const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+
+/** A key or value as shown in a message: JSON-quoted when it is not plain, so no control
+ * character from the inventory ever reaches the terminal or the log raw. */
+const shown = (text: string) => (NAME.test(text) ? text : JSON.stringify(text));
+
+/**
+ * Every string of the inventory, keys included, with the path that leads to it. Values end up
+ * in files on the droplet (cron lines, scripts, configs), where a newline starts a new line
+ * that the file's reader would obey, so no string may hold a control character.
+ */
+function controlCharacterProblems(value: unknown, at: string, problems: string[]): void {
+  const control = /\p{Cc}/u;
+  if (typeof value === 'string') {
+    if (control.test(value)) problems.push(`${at}: contains a control character (a newline, tab or similar), which could start a line of its own in a file on the droplet. Remove it.`);
+  } else if (Array.isArray(value)) {
+    value.forEach((item, i) => controlCharacterProblems(item, `${at}[${i}]`, problems));
+  } else if (isTable(value)) {
+    for (const [key, item] of Object.entries(value)) {
+      const path = at ? `${at}.${shown(key)}` : shown(key);
+      if (control.test(key)) problems.push(`${path}: the key contains a control character (a newline, tab or similar). Remove it.`);
+      controlCharacterProblems(item, path, problems);
+    }
+  }
+}
+
+function throwProblems(path: string, problems: string[]): never {
+  throw new InventoryError(`${path}: ${problems.length === 1 ? problems[0] : '\n  - ' + problems.join('\n  - ')}`);
+}
+
 function validate(data: Record<string, unknown>, path: string): Inventory {
   const problems: string[] = [];
   const warnings: string[] = [];
+  // First and alone: the other messages quote values, which must not carry a control character.
+  controlCharacterProblems(data, '', problems);
+  if (problems.length) throwProblems(path, problems);
   for (const key of Object.keys(data)) {
     if (!TOP_KEYS.includes(key)) problems.push(unknownKey(key, key, TOP_KEYS));
   }
@@ -130,6 +165,10 @@ function validate(data: Record<string, unknown>, path: string): Inventory {
   const base = dirname(resolve(path));
   const hosts = new Map<string, Host>();
   for (const [name, raw] of Object.entries(hostTables)) {
+    if (!NAME.test(name)) {
+      problems.push(`hosts.${shown(name)}: ${shown(name)} is not a host name. Use letters, digits, "-" and "_", starting with a letter or digit, e.g. [hosts.prod-eu].`);
+      continue;
+    }
     const table = asTable(raw, `hosts.${name}`, problems);
     checkKeys(table, HOST_KEYS, `hosts.${name}`, problems);
     const merged = deepMerge(deepMerge(structuredClone(DEFAULTS), defaults), table) as Record<string, unknown>;
@@ -139,12 +178,16 @@ function validate(data: Record<string, unknown>, path: string): Inventory {
 
   const groups = new Map<string, string[]>();
   for (const [group, members] of Object.entries(asTable(data.groups, 'groups', problems))) {
+    if (!NAME.test(group)) {
+      problems.push(`groups.${shown(group)}: ${shown(group)} is not a group name. Use letters, digits, "-" and "_", starting with a letter or digit, e.g. web-eu = ["dev", "prod"].`);
+      continue;
+    }
     if (!Array.isArray(members) || members.some(m => typeof m !== 'string')) {
       problems.push(`groups.${group}: must be a list of host names, e.g. ${group} = ["dev", "prod"].`);
       continue;
     }
     for (const member of members as string[]) {
-      if (!hostTables[member]) problems.push(`groups.${group}: "${member}" is not a host. Known hosts: ${Object.keys(hostTables).join(', ')}.`);
+      if (!hostTables[member]) problems.push(`groups.${group}: ${JSON.stringify(member)} is not a host. Known hosts: ${Object.keys(hostTables).join(', ')}.`);
     }
     if (hostTables[group]) problems.push(`groups.${group}: a group cannot have the name of a host.`);
     groups.set(group, members as string[]);
@@ -154,7 +197,7 @@ function validate(data: Record<string, unknown>, path: string): Inventory {
       problems.push(`hosts.${host.name}.promote_from: "${host.promote_from}" is not a host. Known hosts: ${[...hosts.keys()].join(', ')}.`);
     }
   }
-  if (problems.length) throw new InventoryError(`${path}: ${problems.length === 1 ? problems[0] : '\n  - ' + problems.join('\n  - ')}`);
+  if (problems.length) throwProblems(path, problems);
   return { path, hosts, groups, warnings };
 }
 
@@ -178,9 +221,15 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
   }
   for (const key of ['volume', 'root']) {
     const value = m[key];
-    if (typeof value === 'string' && (!value.startsWith('/') || value === '/' || value.includes('..'))) {
-      problems.push(`${at(key)}: "${value}" must be an absolute path below / (e.g. /mnt/convex_data).`);
+    if (typeof value === 'string' && !isPlainAbsolutePath(value)) {
+      problems.push(
+        `${at(key)}: ${JSON.stringify(value)} must be an absolute path below / made of letters, digits, ".", "_", "-" and single "/" ` +
+          `(no empty, "." or ".." parts), e.g. "/mnt/convex_data".`,
+      );
     }
+  }
+  if (typeof m.bind_address === 'string' && !isIP(m.bind_address)) {
+    problems.push(`${at('bind_address')}: ${JSON.stringify(m.bind_address)} is not an IP address. Use one of the droplet's addresses, e.g. "0.0.0.0" (all) or "127.0.0.1".`);
   }
   for (const key of ['backend_image', 'dashboard_image']) {
     const value = m[key];
@@ -214,12 +263,23 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
   }
   const acme = m.acme as Record<string, unknown>;
   if (domains && typeof acme.email !== 'string') problems.push(`${at('acme.email')}: required when the host has domains (Let's Encrypt needs a contact address).`);
-  const directory = String(acme.directory);
-  if (!ACME_DIRECTORIES[directory] && !/^https:\/\//.test(directory)) {
-    problems.push(`${at('acme.directory')}: "${directory}" is neither "production", "staging" nor an https:// ACME directory URL.`);
+  if (typeof acme.email === 'string' && !/^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/.test(acme.email)) {
+    problems.push(`${at('acme.email')}: ${JSON.stringify(acme.email)} is not a plain e-mail address. Write only the address, e.g. "ops@example.com".`);
   }
-  for (const cidr of (m.dashboard_allow as string[]) ?? []) {
-    if (!/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(cidr)) problems.push(`${at('dashboard_allow')}: "${cidr}" is not an address or CIDR, e.g. "203.0.113.0/24".`);
+  const directory = String(acme.directory);
+  if (!ACME_DIRECTORIES[directory] && !isHttpsUrl(directory)) {
+    problems.push(
+      `${at('acme.directory')}: ${JSON.stringify(directory)} is neither "production", "staging" nor an https:// ACME directory URL ` +
+        `(printable characters, no spaces, no user or password), e.g. "https://acme.example.com/directory".`,
+    );
+  }
+  const allowed = (m.dashboard_allow as string[]) ?? [];
+  for (const cidr of allowed) {
+    if (!/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(cidr)) problems.push(`${at('dashboard_allow')}: ${JSON.stringify(cidr)} is not an address or CIDR, e.g. "203.0.113.0/24".`);
+  }
+  const everyone = allowed.filter(cidr => cidr.endsWith('/0'));
+  if (everyone.length) {
+    warnings.push(`${at('dashboard_allow')}: ${everyone.map(c => `"${c}"`).join(' and ')} allow${everyone.length === 1 ? 's' : ''} every address, so the dashboard is public. List only the networks that need it, e.g. "203.0.113.0/24".`);
   }
   const backup = m.backup as { keep: number };
   if (backup.keep < 1) problems.push(`${at('backup.keep')}: must be at least 1; the last good backup is never deleted.`);
@@ -252,16 +312,74 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
   };
 }
 
+/** Paths are pasted into droplet scripts and configs, so only plain ones; one trailing "/" is
+ * tolerated because loading drops it. */
+function isPlainAbsolutePath(path: string): boolean {
+  const trimmed = path.replace(/(.)\/$/, '$1');
+  return /^\/[A-Za-z0-9._/-]+$/.test(trimmed) && trimmed.slice(1).split('/').every(part => part !== '' && part !== '.' && part !== '..');
+}
+
+function isHttpsUrl(text: string): boolean {
+  if (!/^[\x21-\x7e]+$/.test(text)) return false;
+  try {
+    const url = new URL(text);
+    return url.protocol === 'https:' && url.hostname !== '' && !url.username && !url.password;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A URL as shown in a message, with everything from "://" to the last "@" (user and password,
+ * as far as anything can tell in a text that may not even parse) replaced, so an error never
+ * echoes a password put in the wrong place.
+ */
+export function withoutUserinfo(url: string): string {
+  const end = url.lastIndexOf('@');
+  if (end < 0) return url;
+  const scheme = url.indexOf('://');
+  const start = scheme >= 0 && scheme < end ? scheme + 3 : 0;
+  return `${url.slice(0, start)}…${url.slice(end)}`;
+}
+
+/**
+ * Query parameters POSTGRES_URL may carry. sslmode only where the backend verifies: Convex's
+ * backend (tokio-postgres with rustls) verifies the certificate and the host name of every TLS
+ * connection, so `require` is verify-full there; disable, allow and prefer would let it fall
+ * back to plain text. convex-ops' own psql and pg_dump always use verify-full.
+ */
+const CLUSTER_URL_PARAMETERS: Record<string, RegExp> = {
+  sslmode: /^(require|verify-full)$/,
+  connect_timeout: /^\d{1,4}$/,
+  application_name: /^[A-Za-z0-9._-]{1,63}$/,
+  target_session_attrs: /^(any|read-write)$/,
+};
+
 /** The checks Convex itself makes on POSTGRES_URL, made here before anything is deployed. */
 function checkClusterUrl(url: string, at: string, problems: string[]): void {
+  const example = 'e.g. "postgresql://db.example.com:25060"';
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    problems.push(`${at}: "${url}" is not a URL, e.g. "postgresql://db.example.com:25060".`);
+    problems.push(`${at}: ${JSON.stringify(withoutUserinfo(url))} is not a URL, ${example}.`);
     return;
   }
-  if (!/^postgres(ql)?:$/.test(parsed.protocol)) problems.push(`${at}: must start with postgresql://.`);
+  if (!/^postgres(ql)?:$/.test(parsed.protocol)) problems.push(`${at}: must start with postgresql://, ${example}.`);
+  if (!parsed.hostname || /\s/.test(url)) problems.push(`${at}: needs a host name and no spaces, ${example}.`);
+  if (parsed.hash) problems.push(`${at}: must not contain "#"; remove it and what follows, ${example}.`);
+  for (const [name, value] of parsed.searchParams) {
+    const allowed = CLUSTER_URL_PARAMETERS[name];
+    if (!allowed) {
+      problems.push(`${at}: the parameter ${JSON.stringify(name)} is not supported. Use only ${Object.keys(CLUSTER_URL_PARAMETERS).join(', ')}, or none.`);
+    } else if (!allowed.test(value)) {
+      problems.push(
+        name === 'sslmode'
+          ? `${at}: sslmode=${JSON.stringify(value)} would allow an unverified or plain-text connection. Use sslmode=verify-full or require (both verify the certificate), or leave it out.`
+          : `${at}: ${name}=${JSON.stringify(value)} is not a valid value (${allowed.source}). Fix or remove it.`,
+      );
+    }
+  }
   if (parsed.pathname && parsed.pathname !== '/') {
     problems.push(
       `${at}: contains a database name ("${parsed.pathname}"); Convex refuses it with "cluster url already contains db name: ${parsed.pathname}". ` +

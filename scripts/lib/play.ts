@@ -10,7 +10,7 @@ import type { HostRun } from './report.ts';
 import { HostSession } from './session.ts';
 import type { Step } from './step.ts';
 import type { Check } from './check.ts';
-import { registerSecret } from './redact.ts';
+import { redact, registerSecret } from './redact.ts';
 
 export type Args = minimist.ParsedArgs;
 
@@ -89,7 +89,7 @@ function preflight(host: Host): void {
 }
 
 export function fail(message: string): never {
-  process.stderr.write(`error: ${message}\n`);
+  process.stderr.write(`error: ${redact(message)}\n`);
   process.exit(EXIT.failed);
 }
 

@@ -3,6 +3,7 @@
 // the same code runs with every apply skipped, so the plan and its diffs come for free.
 import type { Host } from './inventory.ts';
 import type { Connection, RunOptions, RunResult } from './ssh.ts';
+import { redact } from './redact.ts';
 import { sh } from './shell.ts';
 
 export interface Fact<T> {
@@ -149,7 +150,8 @@ export class StepContext {
    */
   async change(what: string, apply: () => Promise<unknown>, diff?: string): Promise<void> {
     this.changes.push(what);
-    if (diff) this.diffs.push(diff);
+    // Masked here, once for every file: a diff of any file may show a secret the tool knows.
+    if (diff) this.diffs.push(redact(diff));
     if (this.check) return;
     this.progress(what);
     await apply();

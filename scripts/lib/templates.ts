@@ -1,6 +1,7 @@
 // Templates of the files convex-ops writes on droplets live in files/. An operator may keep
 // their own versions in a folder named by CONVEX_OPS_FILES (same file names); a template found
-// there takes precedence. Rendering is pure: {{name}} placeholders, nothing else.
+// there takes precedence. Rendering is pure: {{name}} placeholders, nothing else, and no value
+// may hold a line break.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,13 @@ const PLACEHOLDER = /\{\{\s*([a-z0-9_]+)\s*\}\}/g;
  * logic in the template. A placeholder without a value is an error naming the template.
  */
 export function renderTemplate(template: string, values: Record<string, TemplateValue>, name = 'template'): string {
+  // A value fills part of one line; a line break in it would add a line of its own (in a cron
+  // file or a root-run script, a command).
+  for (const [key, value] of Object.entries(values)) {
+    if ([value].flat().some(item => /[\n\r]/.test(String(item)))) {
+      throw new Error(`${name}: the value of {{${key}}} contains a line break, which would add a line to the file. Remove it from the inventory.`);
+    }
+  }
   const out: string[] = [];
   for (const line of template.split('\n')) {
     const names = [...line.matchAll(PLACEHOLDER)].map(m => m[1]!);

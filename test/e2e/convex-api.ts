@@ -4,10 +4,11 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Fleet } from '../fleet/index.ts';
+import { adminKeyInSettings } from '../../scripts/lib/steps/admin-key.ts';
 
 export async function adminKeyOf(fleet: Fleet, host: string): Promise<string> {
   const text = await readFile(join(fleet.dir, '.secrets', `${host}.env`), 'utf8');
-  const key = /^CONVEX_SELF_HOSTED_ADMIN_KEY=(.+)$/m.exec(text)?.[1];
+  const key = adminKeyInSettings(text);
   if (!key) throw new Error(`no admin key in ${fleet.dir}/.secrets/${host}.env`);
   return key;
 }

@@ -108,12 +108,10 @@ test('the backup script is rendered with quoted settings and is valid sh', () =>
   assert.match(script, /^VOLUME='\/mnt\/my volume'$/m);
   assert.match(script, /^DATABASE=swarm_prod$/m);
   assert.match(script, /^KEEP=3$/m);
-  assert.match(script, /^PG_HOST=''$/m);
+  assert.match(script, /^PG_CONNINFO=''$/m);
   execFileSync('sh', ['-n', '-c', script]);
   const external = renderBackupScript({ ...host, postgres: { mode: 'external', user: 'convex', url: 'postgresql://db.example.com:25060', password_env: 'X' } });
-  assert.match(external, /^PG_HOST=db\.example\.com$/m);
-  assert.match(external, /^PG_PORT=25060$/m);
-  assert.match(external, /^PG_CA=\/etc\/ssl\/certs\/ca-certificates\.crt$/m);
+  assert.match(external, /^PG_CONNINFO='host='\\''db\.example\.com'\\'' port='\\''25060'\\'' .*sslmode='\\''verify-full'\\'' sslrootcert='\\''\/etc\/ssl\/certs\/ca-certificates\.crt'\\''/m);
 });
 
 test('the backup script decodes percent-encoded passwords without printf \\x', () => {

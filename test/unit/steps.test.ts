@@ -1,10 +1,12 @@
 // Planning helpers of the steps, as data: state in, wanted state out. No host involved.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import YAML from 'yaml';
 import type { Host } from '../../scripts/lib/inventory.ts';
-import { clusterFact, scramVerifier, verifierMatches, withHbaBlock } from '../../scripts/lib/steps/postgres.ts';
+import { clusterFact, externalConninfo, scramVerifier, verifierMatches, withHbaBlock } from '../../scripts/lib/steps/postgres.ts';
+import { conninfo } from '../../scripts/lib/libpq.ts';
 import { parseEnv, passwordFromCompose, postgresUrl, renderEnv, wantedEnv } from '../../scripts/lib/steps/secret.ts';
 import { renderCompose } from '../../scripts/lib/steps/compose.ts';
 import { composeInputsHash } from '../../scripts/lib/steps/up.ts';
@@ -129,4 +131,17 @@ test('the cluster fact reads what PostgreSQL really listens on, beside its confi
   assert.deepEqual(fact.parse(online, 0), { online: true, version: '17', listen: 'localhost,172.17.0.1', port: '5432', sockets: ['127.0.0.1:5432', '0.0.0.0:22'] });
   // Without ss the live state is unknown, not empty: the step must not restart on every run.
   assert.equal(fact.parse('version 17\nstatus online\n', 0).sockets, undefined);
+});
+
+test('libpq settings quote every value: a root with spaces cannot add or weaken a setting', () => {
+  const external: Host = { ...host, root: '/opt/x sslmode=disable', postgres: { mode: 'external', user: 'convex', url: 'postgresql://db.example.com:25060', password_env: 'X', ca_file: '/ca.pem' } };
+  const settings = externalConninfo(external, 'convex_self_hosted', 10);
+  const pairs = [...settings.matchAll(/(\w+)='((?:\\.|[^'\\])*)'/g)].map(m => [m[1], m[2]!.replace(/\\(.)/g, '$1')]);
+  assert.equal(settings.replace(/(\w+)='((?:\\.|[^'\\])*)'/g, '').trim(), '', 'nothing outside the quoted pairs');
+  assert.deepEqual(pairs.filter(([k]) => k === 'sslmode'), [['sslmode', 'verify-full']]);
+  assert.deepEqual(pairs.find(([k]) => k === 'sslrootcert'), ['sslrootcert', '/opt/x sslmode=disable/config/pg-ca.pem']);
+  // libpq itself reads a quoted value whole, quotes and backslashes included (psql fails on the
+  // missing socket, naming the path it parsed).
+  const psql = spawnSync('psql', [conninfo({ host: "/nonexistent/a b'c\\d", sslmode: 'disable', connect_timeout: 1 }), '-c', 'select 1'], { encoding: 'utf8' });
+  if (!psql.error) assert.match(psql.stderr, /socket "\/nonexistent\/a b'c\\d\/\.s\.PGSQL\.5432"/);
 });

@@ -9,7 +9,7 @@ import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { ensurePackages, initSystem, installedPackages, serviceScript } from '../system.ts';
 import { quote, sh } from '../shell.ts';
-import { PG_CA_PATH } from './postgres.ts';
+import { externalConninfo } from './postgres.ts';
 
 const TEMPLATE = new URL('../../../files/convex-ops-backup.sh', import.meta.url);
 
@@ -19,16 +19,13 @@ export const backupsDir = (host: Host) => `${host.root}/backups`;
 export const BACKUP_ID = /^\d{8}T\d{6}Z$/;
 
 export function renderBackupScript(host: Host): string {
-  const external = host.postgres.mode === 'external' ? new URL(host.postgres.url!) : undefined;
   const settings: Record<string, string | number> = {
     VOLUME: host.volume,
     ROOT: host.root,
     DATABASE: databaseName(host),
     PG_MODE: host.postgres.mode,
     PG_USER: host.postgres.user,
-    PG_HOST: external?.hostname ?? '',
-    PG_PORT: external ? external.port || 5432 : '',
-    PG_CA: external ? (host.postgres.ca_file ? PG_CA_PATH(host) : '/etc/ssl/certs/ca-certificates.crt') : '',
+    PG_CONNINFO: host.postgres.mode === 'external' ? externalConninfo(host, databaseName(host), 10) : '',
     KEEP: host.backup.keep,
   };
   const text = readFileSync(TEMPLATE, 'utf8').replace(/@([A-Z_]+)@/g, (whole, key: string) => (key in settings ? quote(settings[key]!) : whole));
@@ -79,6 +76,29 @@ export interface BackupMade { id: string; path: string; bytes: number; rotated: 
 export const BACKUP_MEMO = 'backup';
 
 /**
+ * Makes a backup now with the installed script and reports it; under --check, says it would.
+ * `before` names what a safety backup is made for: such a backup is not followed by a rotation,
+ * which could otherwise delete the very backup about to be restored.
+ */
+export async function makeBackup(ctx: StepContext, opts: { before?: string } = {}): Promise<BackupMade | undefined> {
+  const { host } = ctx;
+  const what = opts.before ? `safety backup before ${opts.before}` : 'backup';
+  await installBackupScript(ctx);
+  if (ctx.check) {
+    ctx.changes.push(opts.before ? `make a ${what} in ${backupsDir(host)}/<id>` : `make a backup in ${backupsDir(host)}/<id>, then keep the newest ${host.backup.keep}`);
+    return undefined;
+  }
+  const out = await ctx.run(`${BACKUP_SCRIPT} run${opts.before ? ' --no-rotate' : ''}`, what, { onOutput: chunk => ctx.progress(chunk) });
+  const made = /^BACKUP (\S+) (\d+)$/m.exec(out.stdout);
+  if (!made) throw new Error(`${BACKUP_SCRIPT} finished without naming its backup:\n${out.stdout}${out.stderr}`);
+  const rotated = [...out.stdout.matchAll(/^ROTATED (\S+)$/gm)].map(m => m[1]!);
+  const result: BackupMade = { id: made[1]!, path: `${backupsDir(host)}/${made[1]}`, bytes: Number(made[2]), rotated };
+  ctx.changes.push(`${what} ${result.id} (${formatBytes(result.bytes)}, verified) in ${result.path}`);
+  if (rotated.length) ctx.changes.push(`rotated away ${rotated.join(', ')} (keep = ${host.backup.keep})`);
+  return result;
+}
+
+/**
  * Makes a backup now. Like a shell command, it is never "ok": it changes the host every time,
  * and reports the id it made.
  */
@@ -86,17 +106,8 @@ export const backup: Step = {
   name: 'backup',
   facts: () => [fileFact(BACKUP_SCRIPT)],
   async run(ctx) {
-    const { host } = ctx;
-    await installBackupScript(ctx);
-    if (ctx.check) return void ctx.changes.push(`make a backup in ${backupsDir(host)}/<id>, then keep the newest ${host.backup.keep}`);
-    const out = await ctx.run(`${BACKUP_SCRIPT} run`, 'backup', { onOutput: chunk => ctx.progress(chunk) });
-    const made = /^BACKUP (\S+) (\d+)$/m.exec(out.stdout);
-    if (!made) throw new Error(`${BACKUP_SCRIPT} finished without naming its backup:\n${out.stdout}${out.stderr}`);
-    const rotated = [...out.stdout.matchAll(/^ROTATED (\S+)$/gm)].map(m => m[1]!);
-    const result: BackupMade = { id: made[1]!, path: `${backupsDir(host)}/${made[1]}`, bytes: Number(made[2]), rotated };
-    ctx.memo.set(BACKUP_MEMO, result);
-    ctx.changes.push(`backup ${result.id} (${formatBytes(result.bytes)}, verified) in ${result.path}`);
-    if (rotated.length) ctx.changes.push(`rotated away ${rotated.join(', ')} (keep = ${host.backup.keep})`);
+    const made = await makeBackup(ctx);
+    if (made) ctx.memo.set(BACKUP_MEMO, made);
   },
 };
 

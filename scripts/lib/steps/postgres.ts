@@ -14,6 +14,7 @@ import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
 import { dockerNetworks } from './docker.ts';
 import { readEnv } from './secret.ts';
+import { conninfo } from '../libpq.ts';
 
 export interface ClusterState {
   version?: string;
@@ -272,20 +273,32 @@ async function localMode(ctx: StepContext): Promise<string> {
 
 export const PG_CA_PATH = (host: Host) => `${host.root}/config/pg-ca.pem`;
 
+/** The CA file psql verifies the external server with: the inventory's, else the system's. */
+export const externalCaPath = (host: Host) => (host.postgres.ca_file ? PG_CA_PATH(host) : '/etc/ssl/certs/ca-certificates.crt');
+
+/** libpq settings for the external server, TLS always verified (certificate and host name). */
+export function externalConninfo(host: Host, database: string, connectTimeout: number): string {
+  const url = new URL(host.postgres.url!);
+  return conninfo({
+    host: url.hostname, port: url.port || 5432, user: host.postgres.user, dbname: database,
+    sslmode: 'verify-full', sslrootcert: externalCaPath(host), connect_timeout: connectTimeout,
+  });
+}
+
 async function externalMode(ctx: StepContext): Promise<string> {
   const { host } = ctx;
   const db = databaseName(host);
   await ensurePackages(ctx, ['postgresql-client']);
-  const caPath = host.postgres.ca_file ? PG_CA_PATH(host) : '/etc/ssl/certs/ca-certificates.crt';
+  const caPath = externalCaPath(host);
   if (host.postgres.ca_file) {
     await ensureFile(ctx, { path: caPath, content: readFileSync(host.postgres.ca_file, 'utf8'), mode: '644', label: 'the PostgreSQL CA file' });
   }
   if (ctx.check) return `would check that database ${db} exists on ${new URL(host.postgres.url!).host}`;
   const url = new URL(host.postgres.url!);
-  const conninfo = `host=${url.hostname} port=${url.port || 5432} user=${host.postgres.user} dbname=postgres sslmode=verify-full sslrootcert=${caPath} connect_timeout=10`;
+  const settings = externalConninfo(host, 'postgres', 10);
   // The password travels on stdin, never in a command line that `ps` would show.
   const probe = await ctx.run(
-    `IFS= read -r PGPASSWORD; export PGPASSWORD; psql -XAtq ${sh`${conninfo}`} -c ${sh`${`select 1 from pg_database where datname = '${db}'`}`}`,
+    `IFS= read -r PGPASSWORD; export PGPASSWORD; psql -XAtq ${sh`${settings}`} -c ${sh`${`select 1 from pg_database where datname = '${db}'`}`}`,
     `connect to ${url.host}`,
     { stdin: process.env[host.postgres.password_env!] + '\n', allowFail: true },
   );
@@ -294,7 +307,7 @@ async function externalMode(ctx: StepContext): Promise<string> {
   }
   if (probe.stdout.trim() !== '1') {
     await ctx.change(`create database ${db} on ${url.host}`, () =>
-      ctx.run(`IFS= read -r PGPASSWORD; export PGPASSWORD; psql -XAtq -v ON_ERROR_STOP=1 ${sh`${conninfo}`} -c ${sh`${`CREATE DATABASE ${db}`}`}`, `create database ${db}`, {
+      ctx.run(`IFS= read -r PGPASSWORD; export PGPASSWORD; psql -XAtq -v ON_ERROR_STOP=1 ${sh`${settings}`} -c ${sh`${`CREATE DATABASE ${db}`}`}`, `create database ${db}`, {
         stdin: process.env[host.postgres.password_env!] + '\n',
       }),
     );
