@@ -7,6 +7,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse as dotenvParse } from 'dotenv';
 import type { Host } from '../../scripts/lib/inventory.ts';
 import { ADMIN_KEY, adminKeyInSettings, cliSettings, localSecretsFile } from '../../scripts/lib/steps/admin-key.ts';
 
@@ -31,23 +32,7 @@ function sourced(shell: string, file: string): Record<string, string> {
   return { CONVEX_SELF_HOSTED_URL: url!, CONVEX_SELF_HOSTED_ADMIN_KEY: key! };
 }
 
-/**
- * dotenv's documented rule for what we write: KEY='value' gives the characters between the
- * single quotes, literally (no escapes, no expansion); a # line is a comment. (dotenv itself is
- * not among the dependencies.)
- */
-function dotenvSingleQuoted(text: string): Record<string, string> {
-  const values: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([A-Za-z_][A-Za-z0-9_]*)='([^']*)'$/.exec(line);
-    assert.ok(m, `not a single-quoted KEY='value' line: ${line}`);
-    values[m[1]!] = m[2]!;
-  }
-  return values;
-}
-
-test('.secrets/<host>.env with a generated key reads back exactly with bash, dash and dotenv rules', () => {
+test('.secrets/<host>.env with a generated key reads back exactly with bash, dash and dotenv', () => {
   for (const [label, target] of [['no domains', host], ['domains', { ...host, domains: { api: 'api.example.com', site: 'example.com', dashboard: 'dash.example.com' } }]] as const) {
     const key = generatedKey(target.instance_name);
     assert.match(key, ADMIN_KEY);
@@ -57,7 +42,7 @@ test('.secrets/<host>.env with a generated key reads back exactly with bash, das
     const wanted = { CONVEX_SELF_HOSTED_URL: target.domains ? 'https://api.example.com' : 'http://10.0.0.1:3210', CONVEX_SELF_HOSTED_ADMIN_KEY: key };
     assert.deepEqual(sourced('/bin/bash', file), wanted, `${label}: bash`);
     assert.deepEqual(sourced('/bin/dash', file), wanted, `${label}: dash`);
-    assert.deepEqual(dotenvSingleQuoted(text), wanted, `${label}: dotenv`);
+    assert.deepEqual(dotenvParse(text), wanted, `${label}: dotenv, as the Convex CLI reads it`);
     assert.equal(adminKeyInSettings(text), key, `${label}: doctor reads the key back`);
   }
 });
