@@ -48,6 +48,22 @@ export function serviceScript(service: string, action: 'start' | 'restart' | 're
   return `if [ "$(cat /proc/1/comm)" = systemd ]; then ${systemd}; else ${sysv}; fi`;
 }
 
+/**
+ * Shell lines that poll `condition` (a command) every 0.1 s and exit 0 as soon as it holds; after
+ * about `seconds` they print `timeout` on stderr and exit 1. They end the shell they run in, so a
+ * caller that goes on afterwards runs them in a subshell.
+ */
+export function exitWhen(condition: string, seconds: number, timeout: string): string {
+  return [
+    `for i in $(seq ${seconds * 10}); do`,
+    `  if ${condition}; then exit 0; fi`,
+    '  sleep 0.1',
+    'done',
+    sh`echo ${timeout} >&2`,
+    'exit 1',
+  ].join('\n');
+}
+
 const TRANSIENT_APT = /Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch/;
 /** Another apt or dpkg holds a lock apt does not wait for (DPkg::Lock::Timeout covers only dpkg's). */
 const APT_LOCKED = /Could not get lock|Unable to lock|locked by another process/;

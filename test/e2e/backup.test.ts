@@ -140,7 +140,8 @@ test('--schedule installs a daily job that runs the same script', async () => {
 
   // What cron runs, run the way cron runs it (root, its PATH): a good backup, rotated to 2.
   const newest = (await goodBackups()).pop()!;
-  await new Promise(resolve => setTimeout(resolve, 1100));
+  // A backup's id is the UTC second it starts in: wait until the droplet's clock has left newest's.
+  await fleet.exec('solo', `for i in $(seq 50); do [ "$(date -u +%Y%m%d%H%M%S)" -gt ${newest.replace(/\D/g, '')} ] && exit 0; sleep 0.1; done; exit 1`);
   const line = /root (.*)$/m.exec(cron)![1]!;
   await fleet.exec('solo', `env -i PATH=/usr/bin:/bin sh -c '${line}'`);
   const after = await goodBackups();

@@ -17,6 +17,7 @@ import YAML from 'yaml';
 import { fleetUp, useFleet } from '../fleet/index.ts';
 import type { Fleet } from '../fleet/index.ts';
 import { repoRoot } from '../fleet/paths.ts';
+import { waitFor } from '../fleet/proc.ts';
 import { installChecks } from '../../checks/index.ts';
 import { adminKeyOf, backendUrl, getDocument, putDocument } from './convex-api.ts';
 import type { RunJson } from './convex-api.ts';
@@ -384,8 +385,8 @@ test('a pg_hba.conf change whose reload failed is reloaded by the next run', { t
     assert.equal(await bridgeLogin(), '42', 'the backend role cannot log in over the bridge before the fault');
     // The block is removed and PostgreSQL reloaded: the backend could no longer reach its database.
     await fleet.exec('dev', `sed -i '/^# BEGIN Managed by convex-ops/,/^# END convex-ops/d' ${hba} && cd / && runuser -u postgres -- psql -XAtqc 'select pg_reload_conf()' >/dev/null`);
-    await sleep(500);
-    assert.match(await bridgeLogin(), /no pg_hba\.conf entry/, 'without the pg_hba block the login still worked');
+    // pg_reload_conf() returns before PostgreSQL has read the file again: poll the login.
+    await waitFor('the login to be refused without the pg_hba block', 10_000, async () => (/no pg_hba\.conf entry/.test(await bridgeLogin()) ? true : undefined));
     // The fault strikes the moment the new pg_hba.conf is in place, before the run can reload:
     // PostgreSQL's socket folder becomes unusable (psql, and so pg_reload_conf(), fail), or the
     // run's SSH session is killed.

@@ -12,6 +12,10 @@ parts of its documented contract that convex-ops configures or depends on (see
   * port 3210: /version, /instance_name, /instance_version, /, the sync websocket,
     HTTP actions under /http/, and a tiny document API guarded by the admin key;
   * port 3211: a proxy to 3210's /http/ with at most 4 requests in flight;
+  * test-only, not part of Convex's contract: an HTTP action asked to ?hold=NAME waits until
+    POST /__standin/holds/NAME/release, and GET /__standin/holds/NAME tells how many such
+    actions are held now and at most at once, and how many requests wait for a site proxy slot,
+    so a test counts concurrency where it happens instead of timing it;
   * fatal configuration errors exit non-zero (compose's restart policy restarts it);
   * SIGINT/SIGTERM stop it promptly with exit code 0.
 
@@ -64,6 +68,9 @@ DEFAULT_INSTANCE_NAME = "convex-self-hosted"
 
 # The real site proxy allows at most 4 requests in flight; more wait for a slot.
 SITE_PROXY_MAX_IN_FLIGHT = 4
+
+# A held HTTP action gives up after this long, so a test that dies never leaves threads behind.
+HOLD_LIMIT_SECONDS = 60
 
 DOCUMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 SECRET_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -404,6 +411,49 @@ class Store:
         return bool(rows)
 
 
+# --------------------------------------------------------------------------- test-only holds
+
+
+class Holds:
+    """HTTP actions held open by name until a test releases them, with the counts it reads back."""
+
+    lock = threading.Lock()
+    by_name = {}  # name -> {"released": Event, "held": int, "max_held": int}
+    site_proxy_waiting = 0  # requests on 3211 waiting for one of its slots
+
+    @classmethod
+    def _entry(cls, name):
+        return cls.by_name.setdefault(name, {"released": threading.Event(), "held": 0, "max_held": 0})
+
+    @classmethod
+    def hold(cls, name):
+        with cls.lock:
+            entry = cls._entry(name)
+            entry["held"] += 1
+            entry["max_held"] = max(entry["max_held"], entry["held"])
+        try:
+            entry["released"].wait(HOLD_LIMIT_SECONDS)
+        finally:
+            with cls.lock:
+                entry["held"] -= 1
+
+    @classmethod
+    def release(cls, name):
+        with cls.lock:
+            cls._entry(name)["released"].set()
+
+    @classmethod
+    def counts(cls, name):
+        with cls.lock:
+            entry = cls._entry(name)
+            return {"held": entry["held"], "max_held": entry["max_held"], "site_proxy_waiting": cls.site_proxy_waiting}
+
+    @classmethod
+    def proxy_waiting(cls, delta):
+        with cls.lock:
+            cls.site_proxy_waiting += delta
+
+
 # --------------------------------------------------------------------------- HTTP helpers
 
 
@@ -497,6 +547,11 @@ class ApiHandler(Handler):
                 return self.sync(method)
             if path.startswith("/api/documents/"):
                 return self.documents(method, path[len("/api/documents/"):])
+            holds = re.fullmatch(r"/__standin/holds/([A-Za-z0-9_-]+)(/release)?", path)
+            if holds and method == ("POST" if holds[2] else "GET"):
+                if holds[2]:
+                    Holds.release(holds[1])
+                return self.send_json(200, Holds.counts(holds[1]))
             if path == "/api/check_admin_key" and method in ("GET", "POST"):
                 if self.authorised():
                     self.send_json(200, {"ok": True})
@@ -533,11 +588,10 @@ class ApiHandler(Handler):
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         body = self.read_body()
-        # ?sleep_ms= lets a test hold requests open, e.g. to observe the site proxy's limit.
-        requested = query.get("sleep_ms", ["0"])[0]
-        sleep_ms = min(int(requested), 10_000) if requested.isdigit() else 0
-        if sleep_ms > 0:
-            time.sleep(sleep_ms / 1000)
+        # ?hold=NAME keeps the action open until a test releases NAME (test-only, see Holds).
+        hold = query.get("hold", [""])[0]
+        if hold:
+            Holds.hold(hold)
         self.send_json(
             200,
             {
@@ -673,7 +727,9 @@ class SiteProxyHandler(Handler):
     def forward(self):
         body = self.read_body()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"}
+        Holds.proxy_waiting(+1)
         with self.slots:
+            Holds.proxy_waiting(-1)
             try:
                 upstream = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=60)
                 upstream.request(self.command, "/http" + self.path, body=body or None, headers=headers)

@@ -1,7 +1,9 @@
 // Builds the stand-in images for ghcr.io/get-convex/convex-backend and convex-dashboard
 // (the real ones cannot be pulled here). One Dockerfile, two targets; the version and the
-// behaviour are build arguments. Every image is labelled with a hash of this folder and of
-// the base image, and a build is skipped when the tagged image already carries that hash.
+// behaviour are build arguments. Every image is labelled and tagged with a hash of this folder
+// and of the base image, and a build is skipped when the tagged image already carries that hash.
+// The hash is in the tag so that checkouts with different stand-ins, testing on one engine at
+// once, never take each other's images.
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
@@ -86,7 +88,7 @@ interface ImageSpec {
 /**
  * Build (or reuse) the stand-in images and optionally push each one.
  *
- * Returns the local refs, e.g. `{ backend: { v1: 'convex-ops-standin/convex-backend:v1', … },
+ * Returns the local refs, e.g. `{ backend: { v1: 'convex-ops-standin/convex-backend:v1-<hash>', … },
  * dashboard: { v1: …, v2: … } }`. With `push`, calls `push(localRef, 'convex-backend:v1')` etc.
  * for every image, also when the build was skipped (a fresh registry still needs them).
  */
@@ -107,7 +109,7 @@ export async function buildStandinImages(opts: {
   // One at a time: the first build makes the shared apt layer, the rest reuse it from the cache.
   for (const spec of specs) {
     const repository = `convex-${spec.kind}`;
-    const ref = `${LOCAL_REPOSITORY_PREFIX}/${repository}:${spec.version}`;
+    const ref = `${LOCAL_REPOSITORY_PREFIX}/${repository}:${spec.version}-${hash}`;
     if ((await labelOf(ref)) !== hash) {
       const args: Record<string, string> = {
         BASE: opts.baseImage,

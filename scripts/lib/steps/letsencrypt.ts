@@ -12,7 +12,7 @@ import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { ensurePackages, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
-import { ACME_WEBROOT, NGINX_RELOAD, applySite, certName, certificatePaths, domainList, ensureNginxServing, nginxState, certificatePresent, sitePath, siteLink } from './nginx.ts';
+import { ACME_WEBROOT, NGINX_RELOAD, applySite, certName, certificatePaths, domainList, ensureNginxServing, nginxState, reloadNginxScript, certificatePresent, sitePath, siteLink } from './nginx.ts';
 import { pathKindFact } from '../files.ts';
 
 /** The operator's CA bundle, on the droplet: what certbot trusts for a private ACME server. */
@@ -144,7 +144,7 @@ export const renewalState: Fact<RenewalState> = {
 async function ensureRenewal(ctx: StepContext): Promise<void> {
   const { host } = ctx;
   const init = await ctx.fact(initSystem);
-  const values = { managed: MANAGED_MARKER, directory: host.acme.directory, ca_bundle: ACME_CA_PATH, minute: renewMinute(host) };
+  const values = { managed: MANAGED_MARKER, directory: host.acme.directory, ca_bundle: ACME_CA_PATH, minute: renewMinute(host), reload_nginx: reloadNginxScript() };
   await ensureFile(ctx, { path: DEPLOY_HOOK, content: renderTemplate(templateText('certbot-deploy-hook.sh'), values, 'certbot-deploy-hook.sh'), mode: '755', label: 'the certbot deploy hook' });
   if (init === 'systemd') {
     if (host.acme.ca_bundle) {

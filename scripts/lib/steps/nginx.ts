@@ -9,7 +9,7 @@ import type { Host } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { STATE_DIR } from '../step.ts';
 import { MANAGED_MARKER, atomicWriteScript, fileFact, pathKindFact, unifiedDiff } from '../files.ts';
-import { ensurePackages, installedPackages, serviceScript } from '../system.ts';
+import { ensurePackages, exitWhen, installedPackages, serviceScript } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
 
@@ -30,6 +30,61 @@ export function certificatePaths(host: Host): { dir: string; fullchain: string; 
 export const domainList = (host: Host): string[] => (host.domains ? [host.domains.api, host.domains.site, host.domains.dashboard] : []);
 
 export const NGINX_RELOAD = 'nginx-reload';
+
+/** How long nginx may take to put a started or reloaded configuration to work. */
+const NGINX_SERVING_SECONDS = 10;
+
+/**
+ * A shell function printing the PIDs of the workers of nginx's master that accept connections.
+ * A worker told to quit renames itself "worker process is shutting down" as it closes its
+ * listening sockets, so it drops out of this list as it stops taking new connections. Only the
+ * master's children count: nginx in a container on the droplet is not ours. Read from /proc,
+ * since droplets need not have procps.
+ */
+const NGINX_WORKERS_FUNCTION = [
+  'nginx_workers() {',
+  '  master=$(cat /run/nginx.pid 2>/dev/null) || return 0',
+  `  for cmdline in $(grep -lzsx 'nginx: worker process' /proc/[0-9]*/cmdline); do`,
+  '    pid=${cmdline#/proc/}; pid=${pid%/cmdline}',
+  '    read -r _ _ _ ppid _ 2>/dev/null <"/proc/$pid/stat" && [ "$ppid" = "$master" ] && echo "$pid"',
+  '  done',
+  '  return 0',
+  '}',
+].join('\n');
+
+/**
+ * Reloads nginx and succeeds only once the new configuration serves. A reload only signals the
+ * master, which then reads the configuration, forks new workers and only after that tells the old
+ * ones to stop accepting; until then a request can still meet the old configuration. So the
+ * workers accepting before the reload are noted, and the script waits until none of them still
+ * accepts and new ones do. One subshell, so it can be followed by `&& …`.
+ */
+export function reloadNginxScript(): string {
+  return [
+    '(',
+    NGINX_WORKERS_FUNCTION,
+    `old=" $(nginx_workers | tr '\\n' ' ') "`,
+    `${serviceScript('nginx', 'reload')} || exit 1`,
+    'replaced() {',
+    '  current=$(nginx_workers)',
+    '  [ -n "$current" ] || return 1',
+    '  for pid in $current; do case "$old" in *" $pid "*) return 1;; esac; done',
+    '}',
+    exitWhen('replaced', NGINX_SERVING_SECONDS, `nginx did not replace its workers within ${NGINX_SERVING_SECONDS} s after reload, so the new configuration may not be serving yet`),
+    ')',
+  ].join('\n');
+}
+
+/** Starts nginx (enabled at boot under systemd) and succeeds once its workers accept connections. */
+export function startNginxScript(): string {
+  return [
+    '(',
+    NGINX_WORKERS_FUNCTION,
+    `${serviceScript('nginx', 'enable-start')} || exit 1`,
+    exitWhen('[ -n "$(nginx_workers)" ]', NGINX_SERVING_SECONDS, `nginx started no workers within ${NGINX_SERVING_SECONDS} s`),
+    ')',
+  ].join('\n');
+}
 
 export interface NginxState { version?: string; running: boolean; ipv6: boolean }
 
@@ -176,10 +231,10 @@ export async function applySite(ctx: StepContext): Promise<boolean> {
 export async function ensureNginxServing(ctx: StepContext): Promise<void> {
   const state = await ctx.fact(nginxState);
   if (!state.running) {
-    await ctx.change('start nginx', () => ctx.run(`${serviceScript('nginx', 'enable-start')} && rm -f ${STATE_DIR}/pending/${NGINX_RELOAD}`, 'start nginx'));
+    await ctx.change('start nginx', () => ctx.run(`${startNginxScript()} && rm -f ${STATE_DIR}/pending/${NGINX_RELOAD}`, 'start nginx'));
     return;
   }
-  await ctx.runPending(NGINX_RELOAD, 'reload nginx', serviceScript('nginx', 'reload'));
+  await ctx.runPending(NGINX_RELOAD, 'reload nginx', reloadNginxScript());
 }
 
 export const nginx: Step = {

@@ -9,7 +9,7 @@ import { databaseName } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import type { FileState } from '../files.ts';
-import { ensurePackages, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
+import { ensurePackages, exitWhen, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
 import { dockerNetworks } from './docker.ts';
@@ -183,6 +183,30 @@ async function psqlAsPostgres(ctx: StepContext, sql: string, what: string): Prom
   await ctx.run('runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q', what, { stdin: sql });
 }
 
+/** How long PostgreSQL may take to load its configuration after pg_reload_conf(). */
+const POSTGRES_RELOAD_SECONDS = 10;
+
+/**
+ * pg_reload_conf() only signals the postmaster, which re-reads postgresql.conf and pg_hba.conf a
+ * moment later. A new session reports the postmaster's pg_conf_load_time(), and the postmaster
+ * forks no session in the middle of a reload, so once a new session reports a newer time than
+ * before, new connections meet the new pg_hba.conf. One subshell, so `&& …` can follow it.
+ */
+export function reloadPostgresScript(): string {
+  const psql = (sql: string) => sh`runuser -u postgres -- psql -XAtq -c ${sql}`;
+  return [
+    '(',
+    `before=$(${psql('select pg_conf_load_time()')}) || exit 1`,
+    `${psql('select pg_reload_conf()')} >/dev/null || exit 1`,
+    exitWhen(
+      `now=$(${psql('select pg_conf_load_time()')}) && [ "$now" != "$before" ]`,
+      POSTGRES_RELOAD_SECONDS,
+      `PostgreSQL did not load its configuration within ${POSTGRES_RELOAD_SECONDS} s after pg_reload_conf(), so pg_hba.conf may not be in force yet`,
+    ),
+    ')',
+  ].join('\n');
+}
+
 async function localMode(ctx: StepContext): Promise<string> {
   const { host } = ctx;
   const role = host.postgres.user;
@@ -267,7 +291,7 @@ async function localMode(ctx: StepContext): Promise<string> {
       ),
     );
   }
-  await ctx.runPending('postgresql-reload', 'reload PostgreSQL (pg_hba.conf)', sh`runuser -u postgres -- psql -XAtq -c ${'select pg_reload_conf()'}`);
+  await ctx.runPending('postgresql-reload', 'reload PostgreSQL (pg_hba.conf)', reloadPostgresScript());
   return `role ${role} and database ${db} in place; pg_hba allows ${networks.subnets.join(', ')}; listening on ${listen}`;
 }
 
