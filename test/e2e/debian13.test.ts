@@ -101,7 +101,7 @@ test('backup.ts --schedule enables a systemd timer; backup, delete, restore brin
   assert.equal((await api('prod', 'PUT', '/api/documents/precious', key, { keep: 'me' })).status, 200);
   const schedule = await script('backup.ts', ['--host', 'prod', '--schedule']);
   assert.equal(schedule.code, 0, output(schedule));
-  assert.match(schedule.stdout, /convex-ops-backup\.timer runs/);
+  assert.match(schedule.stdout, /prod\s+backup-schedule\s+changed\s.*enable and start convex-ops-backup\.timer/);
   await assertEnabledAndActive('prod', ['convex-ops-backup.timer']);
 
   const backup = await script('backup.ts', ['--host', 'prod']);

@@ -1,13 +1,14 @@
 // Planning helpers of nginx, letsencrypt, firewall and the HTTPS checks, as data: no host.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Host } from '../../scripts/lib/inventory.ts';
-import { renderTemplate, templatePath } from '../../scripts/lib/templates.ts';
-import { hasHttp2Directive, renderSite, siteChangeScript } from '../../scripts/lib/steps/nginx.ts';
-import { dnsProblem, planCertificate } from '../../scripts/lib/steps/letsencrypt.ts';
+import { renderTemplate, templatePath, templateText } from '../../scripts/lib/templates.ts';
+import { hasHttp2Directive, reloadNginxScript, renderSite, siteChangeScript } from '../../scripts/lib/steps/nginx.ts';
+import { dnsProblem, planCertificate, renewalValues } from '../../scripts/lib/steps/letsencrypt.ts';
 import type { CertificateState } from '../../scripts/lib/steps/letsencrypt.ts';
 import { openings, planUfw, renderIptablesScript, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
 import { cidrContains, dashboardRestricted } from '../../checks/dashboard-restricted.ts';
@@ -173,4 +174,10 @@ test('check verdicts', () => {
 
   assert.equal(nginxConfig.verdict('nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n', 0, host), undefined);
   assert.match(nginxConfig.verdict('nginx: [warn] conflicting server name "api.example.com" on 0.0.0.0:443, ignored\n', 0, host)!, /claims this host's names/);
+});
+
+test('the certbot deploy hook carries the whole reload script, line by line, and is valid sh', () => {
+  const hook = renderTemplate(templateText('certbot-deploy-hook.sh'), renewalValues(host), 'certbot-deploy-hook.sh');
+  assert.ok(hook.includes(reloadNginxScript()), 'the reload script is in the hook as it is');
+  assert.equal(spawnSync('sh', ['-n'], { input: hook }).status, 0, 'sh -n rejects the hook');
 });

@@ -11,6 +11,7 @@ import type { Fact, Step, StepContext } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { ensurePackages, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
+import type { TemplateValue } from '../templates.ts';
 import { sh } from '../shell.ts';
 import { ACME_WEBROOT, NGINX_RELOAD, applySite, certName, certificatePaths, domainList, ensureNginxServing, nginxState, reloadNginxScript, certificatePresent, sitePath, siteLink } from './nginx.ts';
 import { pathKindFact } from '../files.ts';
@@ -140,11 +141,18 @@ export const renewalState: Fact<RenewalState> = {
   parse: out => ({ cronRunning: /^cron$/m.test(out), timerActive: /^timer$/m.test(out) }),
 };
 
+/** What the renewal files (deploy hook, systemd drop-in, cron entry) are rendered with. */
+export function renewalValues(host: Host): Record<string, TemplateValue> {
+  // The reload script is several lines: a list value puts each on a line of its own (no value
+  // may hold a line break).
+  return { managed: MANAGED_MARKER, directory: host.acme.directory, ca_bundle: ACME_CA_PATH, minute: renewMinute(host), reload_nginx: reloadNginxScript().split('\n') };
+}
+
 /** certbot's renewals: its timer (systemd) or cron, trusting the CA bundle, then reloading nginx. */
 async function ensureRenewal(ctx: StepContext): Promise<void> {
   const { host } = ctx;
   const init = await ctx.fact(initSystem);
-  const values = { managed: MANAGED_MARKER, directory: host.acme.directory, ca_bundle: ACME_CA_PATH, minute: renewMinute(host), reload_nginx: reloadNginxScript() };
+  const values = renewalValues(host);
   await ensureFile(ctx, { path: DEPLOY_HOOK, content: renderTemplate(templateText('certbot-deploy-hook.sh'), values, 'certbot-deploy-hook.sh'), mode: '755', label: 'the certbot deploy hook' });
   if (init === 'systemd') {
     if (host.acme.ca_bundle) {
