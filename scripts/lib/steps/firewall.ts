@@ -1,9 +1,13 @@
 // The droplet's firewall (hosts.X.firewall = true): incoming connections are allowed to the SSH
-// port, 80 and 443 — and, with a local PostgreSQL, from the Docker networks to 5432, which is
-// how the backend reaches it — and denied otherwise. ufw where it can be installed, else plain
-// iptables. The SSH port is always allowed before anything is denied, rules the operator added
-// are kept, and after a change a fresh SSH connection must get in, or the firewall is turned
-// off again and the step fails: a run never locks the operator out.
+// port, to 80 and 443 when the host has domains (nginx) — and, with a local PostgreSQL, from the
+// Docker networks to 5432, which is how the backend reaches it — and denied otherwise. ufw where
+// it can be installed, else plain iptables. The SSH port is always allowed before anything is
+// denied, rules the operator added are kept, and after a change a fresh SSH connection must get
+// in, or the firewall is turned off again and the step fails: a run never locks the operator out.
+//
+// Ports Docker publishes never reach these rules (Docker's NAT sends them to FORWARD), so with
+// firewall = true the backend's ports 3210, 3211 and 6791 are published on 127.0.0.1 only
+// (inventory.ts, compose.ts): without domains the operator reaches them through an SSH tunnel.
 import type { Host } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { STATE_DIR } from '../step.ts';
@@ -16,13 +20,10 @@ import { dockerNetworks } from './docker.ts';
 
 export interface Opening { port: number; from?: string; why: string }
 
-/** What must stay reachable, in the order it is allowed: SSH first. */
+/** What must stay reachable, in the order it is allowed: SSH first; 80 and 443 only for nginx (domains). */
 export function openings(host: Host, dockerSubnets: string[]): Opening[] {
-  const list: Opening[] = [
-    { port: host.port, why: 'SSH' },
-    { port: 80, why: 'HTTP (ACME challenges, redirect)' },
-    { port: 443, why: 'HTTPS' },
-  ];
+  const list: Opening[] = [{ port: host.port, why: 'SSH' }];
+  if (host.domains) list.push({ port: 80, why: 'HTTP (ACME challenges, redirect)' }, { port: 443, why: 'HTTPS' });
   if (host.postgres.mode === 'local') for (const subnet of dockerSubnets) list.push({ port: 5432, from: subnet, why: 'PostgreSQL for the backend containers' });
   return list;
 }
@@ -65,6 +66,12 @@ export const IPTABLES_SCRIPT = '/usr/local/sbin/convex-ops-firewall';
 const IPTABLES_UNIT = '/etc/systemd/system/convex-ops-firewall.service';
 const IPTABLES_CRON = '/etc/cron.d/convex-ops-firewall';
 const IPTABLES_APPLIED = `${STATE_DIR}/firewall-applied`;
+
+/** How the operator reaches the backend of a firewalled host without domains: its ports are on loopback. */
+export function tunnelHint(host: Host): string {
+  const login = `${host.user}@${host.address}${host.port === 22 ? '' : ` -p ${host.port}`}`;
+  return `no [domains]: ports 3210, 3211 and 6791 are published on 127.0.0.1 only and do not answer from outside; reach them through an SSH tunnel: ssh -N -L 3210:127.0.0.1:3210 -L 3211:127.0.0.1:3211 -L 6791:127.0.0.1:6791 ${login}`;
+}
 
 export function renderIptablesScript(host: Host, wanted: Opening[], boot: string): string {
   const accept = (o: Opening) => `${o.from ? `-s ${o.from} ` : ''}-p tcp --dport ${o.port}`;
@@ -168,6 +175,7 @@ export const firewall: Step = {
       throw new Error('the Docker networks were not found, so the backend\'s access to PostgreSQL cannot be allowed. Run scripts/install.ts first; nothing was changed.');
     }
     const wanted = openings(host, networks.subnets);
-    return (await ufwAvailable(ctx)) ? withUfw(ctx, wanted) : withIptables(ctx, wanted);
+    const summary = (await ufwAvailable(ctx)) ? await withUfw(ctx, wanted) : await withIptables(ctx, wanted);
+    return host.domains ? summary : `${summary}; ${tunnelHint(host)}`;
   },
 };
