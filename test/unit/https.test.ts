@@ -9,7 +9,9 @@ import { renderTemplate, templatePath } from '../../scripts/lib/templates.ts';
 import { hasHttp2Directive, renderSite, siteChangeScript } from '../../scripts/lib/steps/nginx.ts';
 import { dnsProblem, planCertificate } from '../../scripts/lib/steps/letsencrypt.ts';
 import type { CertificateState } from '../../scripts/lib/steps/letsencrypt.ts';
-import { openings, planUfw, renderIptablesScript, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
+import { iptablesUndo, openings, planUfw, renderIptablesScript, tunnelHint, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
+import { allSteps } from '../../scripts/lib/plays.ts';
+import type { RunInfo } from '../../scripts/lib/play.ts';
 import { cidrContains, dashboardRestricted } from '../../checks/dashboard-restricted.ts';
 import { backendPortsLocal } from '../../checks/backend-ports.ts';
 import { httpsChain } from '../../checks/https-chain.ts';
@@ -135,6 +137,17 @@ test('firewall: SSH first, then 80 and 443, PostgreSQL from the Docker networks;
   assert.equal(external.length, 3);
 });
 
+test('firewall without domains: SSH only (and PostgreSQL from Docker), the backend through an SSH tunnel', () => {
+  const bare: Host = { ...host, domains: undefined };
+  assert.deepEqual(openings(bare, ['172.18.0.0/16']).map(ufwRule), ['allow 2222/tcp', 'allow from 172.18.0.0/16 to any port 5432 proto tcp']);
+  assert.match(tunnelHint(bare), /do not answer from outside.*ssh -N -L 3210:127\.0\.0\.1:3210 -L 3211:127\.0\.0\.1:3211 -L 6791:127\.0\.0\.1:6791 root@203\.0\.113\.7 -p 2222$/);
+  const run: RunInfo = { args: {} as RunInfo['args'], local: (...parts) => parts.join('/') };
+  const names = (h: Host) => allSteps(h, run).map(step => step.name);
+  assert.equal(names(bare).at(-1), 'firewall', 'all.ts runs the firewall for a host without domains');
+  assert.deepEqual(names(host).slice(-3), ['nginx', 'letsencrypt', 'firewall']);
+  assert.ok(!names({ ...bare, firewall: false }).includes('firewall'));
+});
+
 test('firewall without ufw: one iptables chain, SSH accepted before the final DROP', () => {
   const script = renderIptablesScript(host, openings(host, ['172.18.0.0/16']), '/etc/cron.d/convex-ops-firewall');
   const v4 = script.slice(0, script.indexOf('ip6tables-restore'));
@@ -142,6 +155,17 @@ test('firewall without ufw: one iptables chain, SSH accepted before the final DR
   assert.match(v4, /-A convex-ops-input -s 172\.18\.0\.0\/16 -p tcp --dport 5432 -j ACCEPT/);
   assert.doesNotMatch(script.slice(script.indexOf('ip6tables-restore')), /5432/);
   assert.doesNotMatch(script, /\{\{/);
+});
+
+test('iptables undo: the INPUT jumps and the boot hook go, so a failed probe cannot lock anyone out at the next boot', () => {
+  const cron = iptablesUndo('other');
+  assert.match(cron, /iptables -D INPUT -j convex-ops-input/);
+  assert.match(cron, /ip6tables -D INPUT -j convex-ops-input/);
+  assert.match(cron, /rm -f \/etc\/cron\.d\/convex-ops-firewall/);
+  assert.match(cron, /rm -f \/var\/lib\/convex-ops\/firewall-applied/, 'the next run applies and proves it again');
+  const systemd = iptablesUndo('systemd');
+  assert.match(systemd, /systemctl disable convex-ops-firewall\.service; rm -f \/etc\/systemd\/system\/convex-ops-firewall\.service/);
+  assert.doesNotMatch(systemd, /cron/);
 });
 
 test('addresses and CIDRs, v4 and v6', () => {

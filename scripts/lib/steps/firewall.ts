@@ -142,24 +142,45 @@ async function withUfw(ctx: StepContext, wanted: Opening[]): Promise<string> {
   return summary;
 }
 
+/**
+ * Turns the iptables firewall off and takes it out of the boot, so that a failed probe leaves
+ * nothing that would lock the operator out at the next boot either (the script on disk may be
+ * the one that failed). The next run applies it again and proves it before hooking it.
+ */
+export function iptablesUndo(init: 'systemd' | 'other'): string {
+  const unhook =
+    init === 'systemd'
+      ? sh`if [ -e ${IPTABLES_UNIT} ]; then systemctl disable convex-ops-firewall.service; rm -f ${IPTABLES_UNIT}; systemctl daemon-reload; fi`
+      : sh`rm -f ${IPTABLES_CRON}`;
+  return [
+    'iptables -D INPUT -j convex-ops-input 2>/dev/null',
+    'ip6tables -D INPUT -j convex-ops-input 2>/dev/null',
+    sh`rm -f ${IPTABLES_APPLIED}`,
+    unhook,
+    'true',
+  ].join('; ');
+}
+
 async function withIptables(ctx: StepContext, wanted: Opening[]): Promise<string> {
   const init = await ctx.fact(initSystem);
   await ensurePackages(ctx, init === 'systemd' ? ['iptables'] : ['iptables', 'cron']);
   const boot = init === 'systemd' ? IPTABLES_UNIT : IPTABLES_CRON;
   const script = renderIptablesScript(ctx.host, wanted, boot);
   await ensureFile(ctx, { path: IPTABLES_SCRIPT, content: script, mode: '755', label: 'the iptables firewall script' });
+  const state = await ctx.fact(iptablesState);
+  const hash = sha256(script);
+  if (state.applied !== hash || !state.hooked) {
+    await ctx.change('apply the iptables firewall', () => ctx.run(IPTABLES_SCRIPT, 'apply iptables rules'));
+    await proveSshStillWorks(ctx, iptablesUndo(init));
+    if (!ctx.check) await ctx.run(sh`mkdir -p ${STATE_DIR} && echo ${hash} > ${IPTABLES_APPLIED}`, 'record the applied firewall');
+  }
+  // Only rules a new SSH connection got through are run again at boot.
   const values = { managed: MANAGED_MARKER, script: IPTABLES_SCRIPT };
   if (init === 'systemd') {
     const unitChanged = await ensureFile(ctx, { path: IPTABLES_UNIT, content: renderTemplate(templateText('firewall-iptables.service'), values), mode: '644' });
     if (unitChanged) await ctx.change('enable convex-ops-firewall.service at boot', () => ctx.run('systemctl daemon-reload && systemctl enable convex-ops-firewall.service', 'enable the firewall unit'));
   } else {
     await ensureFile(ctx, { path: IPTABLES_CRON, content: renderTemplate(templateText('firewall-iptables.cron'), values), mode: '644' });
-  }
-  const state = await ctx.fact(iptablesState);
-  const hash = sha256(script);
-  if (state.applied !== hash || !state.hooked) {
-    await ctx.change('apply the iptables firewall', () => ctx.run(sh`${IPTABLES_SCRIPT} && mkdir -p ${STATE_DIR} && echo ${hash} > ${IPTABLES_APPLIED}`, 'apply iptables rules'));
-    await proveSshStillWorks(ctx, 'iptables -D INPUT -j convex-ops-input; ip6tables -D INPUT -j convex-ops-input 2>/dev/null; true');
   }
   return `iptables (chain convex-ops-input) allows ${wanted.map(o => `${o.port}/tcp${o.from ? ` from ${o.from}` : ''}`).join(', ')}; other incoming connections are dropped`;
 }
