@@ -197,6 +197,9 @@ export const firewall: Step = {
     }
     const wanted = openings(host, networks.subnets);
     const summary = (await ufwAvailable(ctx)) ? await withUfw(ctx, wanted) : await withIptables(ctx, wanted);
-    return host.domains ? summary : `${summary}; ${tunnelHint(host)}`;
+    if (host.domains) return summary;
+    // A changed step shows its changes rather than this summary: the run that closes the ports says it too.
+    if (ctx.changes.length) ctx.warn(tunnelHint(host));
+    return `${summary}; ${tunnelHint(host)}`;
   },
 };
