@@ -3,12 +3,13 @@ import type { Check } from '../scripts/lib/check.ts';
 const PORTS = [3210, 3211, 6791];
 
 /**
- * Behind nginx the backend's ports listen on loopback only, and Docker forwards them only for
- * 127.0.0.1: nothing outside the droplet reaches them except through nginx.
+ * Behind nginx, or with firewall = true, the backend's ports listen on loopback only, and Docker
+ * forwards them only for 127.0.0.1: nothing outside the droplet reaches them except through
+ * nginx or an SSH tunnel.
  */
 export const backendPortsLocal: Check = {
   name: 'backend-ports-local',
-  appliesTo: host => Boolean(host.domains),
+  appliesTo: host => Boolean(host.domains) || host.firewall,
   probe: () => `ss -ltnH | awk '{print "listen " $4}'; iptables -t nat -S DOCKER 2>/dev/null | grep -E -- '--dport (${PORTS.join('|')})( |$)' | sed 's/^/nat /'; true`,
   verdict: out => {
     const exposed: string[] = [];

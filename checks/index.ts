@@ -15,7 +15,7 @@ import { backendPortsLocal } from './backend-ports.ts';
 
 export const installChecks: Check[] = [backendHealthy, dashboardAnswers, database, backendConnected, noErrors, envMode, imagesPinned];
 
-/** nginx, the certificate and what nginx exposes; each applies to hosts with [domains]. */
+/** nginx, the certificate and what the droplet exposes; each applies to hosts with [domains] (backend-ports-local also to firewall = true). */
 export const httpsChecks: Check[] = [nginxConfig, httpsChain, certificateExpiry, websocketUpgrade, dashboardRestricted, backendPortsLocal];
 
 /** Every check that applies to a host (each check's appliesTo decides). */

@@ -3,7 +3,8 @@
 # where ufw is not available. It (re)builds the chains convex-ops-input in one atomic
 # iptables-restore each, and puts a jump to them first in INPUT. Other chains and rules are
 # left alone. Connections already established (this SSH session) are never cut, and the SSH
-# port is accepted before anything is dropped. Run again at boot ({{boot}}).
+# port is accepted before anything is dropped. Run again at boot ({{boot}}), which convex-ops
+# installs only once a new SSH connection got in through these rules.
 set -e
 iptables-restore --noflush <<'RULES'
 *filter

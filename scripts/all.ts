@@ -1,7 +1,8 @@
 #!/usr/bin/env zx
-// The runbook. `--host X`: install, then nginx and letsencrypt when X has domains, then every
-// check, on one SSH connection per host. `--promote dev:prod`: the images proven on dev go to
-// prod by digest, with a backup first and a rollback if prod fails (scripts/lib/promote.ts).
+// The runbook. `--host X`: install, then nginx and letsencrypt when X has domains, the firewall
+// when X has firewall = true, then every check, on one SSH connection per host.
+// `--promote dev:prod`: the images proven on dev go to prod by digest, with a backup first and a
+// rollback if prod fails (scripts/lib/promote.ts).
 import { parseArgs, play, printHelp, EXIT } from './lib/play.ts';
 import { promote, promotionGuard, stepsForHost } from './lib/promote.ts';
 import { allChecks } from '../checks/index.ts';
@@ -9,7 +10,7 @@ import { allChecks } from '../checks/index.ts';
 const spec = {
   script: 'all',
   summary:
-    'Converges hosts: install, nginx and letsencrypt (with domains), then every check.\n' +
+    'Converges hosts: install, nginx and letsencrypt (with domains), the firewall (firewall = true), then every check.\n' +
     'With --promote: proves images on one host and promotes the very same digests to another, with a backup and a rollback.',
   extraHelp: `
 Promotion (instead of --host):

@@ -286,6 +286,11 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
   const port = m.port as number;
   if (port < 1 || port > 65535) problems.push(`${at('port')}: ${port} is not a TCP port.`);
   if (problems.length > before) return undefined;
+  // The firewall cannot filter ports Docker publishes (its NAT rules come before ufw's INPUT), so
+  // with firewall = true they are published on loopback only, as with domains (compose.ts).
+  if (m.firewall && !domains && !['0.0.0.0', '127.0.0.1'].includes(m.bind_address as string)) {
+    warnings.push(`${at('bind_address')}: ${m.bind_address} is not used: with firewall = true ports 3210, 3211 and 6791 are published on 127.0.0.1 only (reach them through an SSH tunnel).`);
+  }
 
   const local = (p: unknown) => (typeof p === 'string' ? resolveLocalPath(p, base) : undefined);
   return {
@@ -301,7 +306,7 @@ function toHost(name: string, m: Record<string, unknown>, base: string, problems
     instance_name: instance,
     backend_image: m.backend_image as string,
     dashboard_image: m.dashboard_image as string,
-    bind_address: domains ? '127.0.0.1' : (m.bind_address as string),
+    bind_address: domains || m.firewall ? '127.0.0.1' : (m.bind_address as string),
     domains: domains as Domains | undefined,
     dashboard_allow: m.dashboard_allow as string[],
     firewall: m.firewall as boolean,

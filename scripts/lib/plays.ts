@@ -21,12 +21,10 @@ export function installSteps(_host: Host, run: RunInfo): Step[] {
   return [directories, docker, secret, postgres, compose, up, adminKeyStep(run)];
 }
 
-/** HTTPS in front of the backend: nginx, the certificate (which switches nginx to HTTPS), the firewall. */
-export function httpsSteps(host: Host, _run: RunInfo): Step[] {
-  return [nginx, letsencrypt, ...(host.firewall ? [firewall] : [])];
-}
-
-/** What all.ts converges a host to: the install, plus HTTPS when the host has domains. */
+/**
+ * What all.ts converges a host to: the install; with domains, nginx and then the certificate
+ * (which switches nginx to HTTPS); and the firewall whenever firewall = true, domains or not.
+ */
 export function allSteps(host: Host, run: RunInfo): Step[] {
-  return [...installSteps(host, run), ...(host.domains ? httpsSteps(host, run) : [])];
+  return [...installSteps(host, run), ...(host.domains ? [nginx, letsencrypt] : []), ...(host.firewall ? [firewall] : [])];
 }

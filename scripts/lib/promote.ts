@@ -27,7 +27,7 @@ import { allChecks } from '../../checks/index.ts';
 
 type StepsFor = (host: Host, run: RunInfo) => Step[];
 
-/** all.ts's steps for a host: plays.allSteps (install, then nginx and letsencrypt with domains) once it exists. */
+/** all.ts's steps for a host: plays.allSteps (install, nginx and letsencrypt with domains, the firewall) once it exists. */
 export const stepsForHost: StepsFor = ((plays as unknown as Record<string, unknown>).allSteps as StepsFor | undefined) ?? plays.installSteps;
 
 export type Role = 'backend' | 'dashboard';

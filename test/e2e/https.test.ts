@@ -21,6 +21,7 @@ import { useFleet } from '../fleet/index.ts';
 import type { Fleet } from '../fleet/index.ts';
 import { portOpen } from '../fleet/droplets.ts';
 import { docker } from '../fleet/proc.ts';
+import { sshBehindNat } from './ssh-nat.ts';
 
 const FLEET_NAME = 'httpstest';
 const DROPLET = 'web';
@@ -92,6 +93,22 @@ function httpGet(hostHeader: string, urlPath: string, port = 80): Promise<{ stat
     });
     request.on('timeout', () => request.destroy(new Error(`timeout: http://${hostHeader}:${port}${urlPath}`)));
     request.on('error', reject);
+  });
+}
+
+/**
+ * A TLS handshake with the droplet for `servername`: the protocol and whether the server sent a
+ * session ticket, or the error's code when the handshake fails. Old protocols and ciphers need
+ * OpenSSL's security level 0 on this side, so that a refusal can only come from nginx.
+ */
+function tlsHandshake(servername: string, opts: tls.ConnectionOptions): Promise<{ protocol: string | null; ticket: boolean } | { error: string }> {
+  return new Promise(resolve => {
+    const socket = tls.connect({ host: ip, port: 443, servername, ca, ciphers: 'DEFAULT:@SECLEVEL=0', timeout: 10_000, ...opts }, () => {
+      resolve({ protocol: socket.getProtocol(), ticket: socket.getTLSTicket() !== undefined });
+      socket.destroy();
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
+    socket.on('timeout', () => socket.destroy(new Error(`TLS timeout: ${servername}`)));
   });
 }
 
@@ -232,6 +249,27 @@ test('from the test host: a websocket round trip through nginx', async () => {
   assert.equal(await websocketEcho(DOMAINS.api, '/api/1.0.0/sync', message), message);
 });
 
+test("TLS per Mozilla's intermediate profile on all three names: 1.2 and 1.3 only, AEAD ciphers, no session tickets, HSTS for a year or more", async () => {
+  for (const name of Object.values(DOMAINS)) {
+    for (const version of ['TLSv1', 'TLSv1.1'] as const) {
+      assert.deepEqual(await tlsHandshake(name, { minVersion: version, maxVersion: version }), { error: 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION' }, `${name}: ${version} is refused by nginx`);
+    }
+    assert.deepEqual(await tlsHandshake(name, { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' }), { protocol: 'TLSv1.2', ticket: false }, `${name}: TLS 1.2, without a session ticket`);
+    assert.equal(((await tlsHandshake(name, { minVersion: 'TLSv1.3' })) as { protocol: string }).protocol, 'TLSv1.3', `${name}: TLS 1.3`);
+    const cbc = await tlsHandshake(name, { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA:@SECLEVEL=0' });
+    assert.deepEqual(cbc, { error: 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE' }, `${name}: CBC ciphers are refused`);
+
+    // HSTS on every answer, the dashboard's 403 included.
+    const hsts = (await httpsGet(name, '/')).headers['strict-transport-security'];
+    const maxAge = Number(/max-age=(\d+)/.exec(String(hsts))?.[1]);
+    assert.ok(maxAge >= 365 * 86400, `${name}: Strict-Transport-Security is ${hsts}`);
+  }
+  assert.equal((await httpGet(DOMAINS.api, '/')).headers['strict-transport-security'], undefined, 'no HSTS over plain HTTP');
+  // pebble's certificates name no OCSP responder, so nginx is not told to staple (it would warn).
+  assert.doesNotMatch(await sh(`cat ${SITE_FILE}`), /ssl_stapling/);
+  assert.doesNotMatch((await fleet.exec(DROPLET, 'nginx -t 2>&1')).stdout, /warn/);
+});
+
 test("the backend's origins are the https URLs, and its ports are closed to the outside", async () => {
   const env = await sh(`docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' convex-backend`);
   assert.match(env, new RegExp(`^CONVEX_CLOUD_ORIGIN=https://${DOMAINS.api}$`, 'm'));
@@ -300,13 +338,9 @@ test('the unrelated site still serves, its files byte-identical', async () => {
 });
 
 test('firewall: a run that would lock SSH out turns the firewall off again and fails', { timeout: 30 * 60_000 }, async () => {
-  // As behind a NAT that forwards port 2222 to the droplet's sshd on 22: the inventory says
-  // 2222, so ufw allows 2222, but the packets reach the firewall as port 22.
-  await fleet.exec(DROPLET, 'iptables -t nat -A PREROUTING -p tcp --dport 2222 -j REDIRECT --to-ports 22');
-  const knownHosts = (await fs.readFile(fleet.knownHostsPath, 'utf8')).replace(new RegExp(`^${ip.replace(/\./g, '\\.')} `, 'gm'), `[${ip}]:2222 `);
-  const knownHostsPath = path.join(fleet.dir, 'known_hosts_2222');
-  await fs.writeFile(knownHostsPath, knownHosts);
-  const variant = await fleet.writeInventory('lockout', { hosts: { [DROPLET]: { port: 2222, known_hosts: knownHostsPath, firewall: true } } });
+  // Behind a NAT from 2222 to sshd's 22: ufw allows 2222, the packets arrive as 22.
+  const nat = await sshBehindNat(fleet, DROPLET, 2222);
+  const variant = await fleet.writeInventory('lockout', { hosts: { [DROPLET]: { port: 2222, known_hosts: nat.knownHostsPath, firewall: true } } });
 
   const locked = await run('firewall.ts', ['--inventory', variant]);
   assert.equal(locked.code, 1, describe(locked));
@@ -316,7 +350,7 @@ test('firewall: a run that would lock SSH out turns the firewall off again and f
   const configure = step.changes.find(c => c.startsWith('ufw: '))!;
   assert.match(configure, /^ufw: allow 2222\/tcp; allow 80\/tcp; allow 443\/tcp; allow from [\d./]+ to any port 5432 proto tcp; .*--force enable$/, 'SSH is allowed first, enabling comes last');
   assert.match(await sh('ufw status'), /Status: inactive/);
-  await fleet.exec(DROPLET, 'iptables -t nat -D PREROUTING -p tcp --dport 2222 -j REDIRECT --to-ports 22');
+  await nat.remove();
 });
 
 test('firewall and dashboard_allow: SSH, 80 and 443 stay open, the rest is denied; the allowed address gets the dashboard', { timeout: 20 * 60_000 }, async () => {
@@ -359,6 +393,16 @@ test('firewall and dashboard_allow: SSH, 80 and 443 stay open, the rest is denie
   assert.equal(checks.code, 0, describe(checks));
   assert.equal(checks.steps.find(s => s.step === 'check dashboard-restricted')?.status, 'ok', 'the droplet\'s own address is still refused');
   assert.equal(checks.steps.find(s => s.step === 'check backend-healthy')?.status, 'ok');
+});
+
+test('firewall with domains: from outside only SSH, 80 and 443 connect, the published backend ports included', { timeout: 10 * 60_000 }, async () => {
+  assert.match(await sh('ufw status'), /Status: active/, 'the firewall of the test before is on');
+  const ports = [22, 80, 443, 3210, 3211, 6791, 8080];
+  const open = await Promise.all(ports.map(tcpOpen));
+  assert.deepEqual(ports.filter((_, i) => open[i]), [22, 80, 443]);
+  // The ports are published, on loopback: the droplet itself still reaches the backend.
+  assert.match(await sh('docker port convex-backend'), /^3210\/tcp -> 127\.0\.0\.1:3210$/m);
+  assert.equal((await fleet.exec(DROPLET, 'curl -sf http://127.0.0.1:3210/version', { allowFail: true })).code, 0);
 });
 
 test('renewal: certbot run as the cron job runs it renews from pebble and the deploy hook reloads nginx', { timeout: 15 * 60_000 }, async () => {

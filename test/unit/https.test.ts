@@ -10,7 +10,9 @@ import { renderTemplate, templatePath, templateText } from '../../scripts/lib/te
 import { hasHttp2Directive, reloadNginxScript, renderSite, siteChangeScript } from '../../scripts/lib/steps/nginx.ts';
 import { dnsProblem, planCertificate, renewalValues } from '../../scripts/lib/steps/letsencrypt.ts';
 import type { CertificateState } from '../../scripts/lib/steps/letsencrypt.ts';
-import { openings, planUfw, renderIptablesScript, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
+import { iptablesUndo, openings, planUfw, renderIptablesScript, tunnelHint, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
+import { allSteps } from '../../scripts/lib/plays.ts';
+import type { RunInfo } from '../../scripts/lib/play.ts';
 import { cidrContains, dashboardRestricted } from '../../checks/dashboard-restricted.ts';
 import { backendPortsLocal } from '../../checks/backend-ports.ts';
 import { httpsChain } from '../../checks/https-chain.ts';
@@ -41,7 +43,7 @@ test('CONVEX_OPS_FILES: an operator template takes precedence, others still come
   try {
     assert.equal(templatePath('nginx-site.conf'), join(dir, 'nginx-site.conf'));
     assert.match(templatePath('nginx-site-http.conf'), /files\/nginx-site-http\.conf$/);
-    assert.equal(renderSite(host, { certificate: true, ipv6: false }), '# mine Managed by convex-ops\n');
+    assert.equal(renderSite(host, { certificate: true, ipv6: false, ocsp: false }), '# mine Managed by convex-ops\n');
   } finally {
     if (before === undefined) delete process.env.CONVEX_OPS_FILES;
     else process.env.CONVEX_OPS_FILES = before;
@@ -49,7 +51,7 @@ test('CONVEX_OPS_FILES: an operator template takes precedence, others still come
 });
 
 test('the site before the certificate: port 80 for ACME challenges only', () => {
-  const site = renderSite(host, { certificate: false, nginxVersion: '1.22.1', ipv6: true });
+  const site = renderSite(host, { certificate: false, nginxVersion: '1.22.1', ipv6: true, ocsp: false });
   assert.match(site, /Managed by convex-ops/);
   assert.match(site, /listen 80;\n\s+listen \[::\]:80;/);
   assert.match(site, /server_name api\.example\.com example\.com dashboard\.example\.com;/);
@@ -59,7 +61,7 @@ test('the site before the certificate: port 80 for ACME challenges only', () => 
 });
 
 test('the site with the certificate: redirect, three HTTPS servers, websocket, dashboard allow list', () => {
-  const site = renderSite(host, { certificate: true, nginxVersion: '1.22.1', ipv6: false });
+  const site = renderSite(host, { certificate: true, nginxVersion: '1.22.1', ipv6: false, ocsp: false });
   assert.doesNotMatch(site, /\{\{|\[::\]/);
   assert.match(site, /return 301 https:\/\/\$host\$request_uri;/);
   assert.equal(site.match(/listen 443 ssl http2;/g)?.length, 3, 'http2 as a listen parameter before nginx 1.25.1');
@@ -74,9 +76,30 @@ test('the site with the certificate: redirect, three HTTPS servers, websocket, d
   assert.match(dashboard, /deny all;[\s\S]*proxy_pass http:\/\/127\.0\.0\.1:6791;/);
   assert.match(site, /X-Forwarded-Proto \$scheme/);
 
-  const newer = renderSite(host, { certificate: true, nginxVersion: '1.26.0', ipv6: true });
+  const newer = renderSite(host, { certificate: true, nginxVersion: '1.26.0', ipv6: true, ocsp: false });
   assert.equal(newer.match(/listen 443 ssl;\n\s+listen \[::\]:443 ssl;\n\s+http2 on;/g)?.length, 3);
   assert.ok(hasHttp2Directive('1.25.1') && !hasHttp2Directive('1.25.0') && !hasHttp2Directive(undefined));
+});
+
+test("the site's TLS: Mozilla intermediate in every HTTPS server, HSTS always, stapling only with an OCSP responder", () => {
+  const site = renderSite(host, { certificate: true, nginxVersion: '1.22.1', ipv6: false, ocsp: false });
+  const servers = site.split(/\nserver \{/).slice(1).filter(server => /listen 443/.test(server));
+  assert.equal(servers.length, 3);
+  for (const server of servers) {
+    assert.match(server, /\n\s+ssl_protocols TLSv1\.2 TLSv1\.3;\n/);
+    assert.match(server, /\n\s+ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n/);
+    assert.match(server, /\n\s+ssl_prefer_server_ciphers off;\n/);
+    assert.match(server, /\n\s+ssl_session_timeout 1d;\n/);
+    assert.match(server, /\n\s+ssl_session_tickets off;\n/);
+    assert.match(server, /\n\s+add_header Strict-Transport-Security "max-age=63072000" always;\n/);
+  }
+  assert.doesNotMatch(site, /ssl_stapling|ssl_trusted_certificate/, 'no responder, no stapling (nginx would warn at every start)');
+  const port80 = site.slice(site.indexOf('listen 80'), site.indexOf('listen 443'));
+  assert.doesNotMatch(port80, /Strict-Transport-Security/, 'HSTS means nothing over plain HTTP');
+
+  const stapled = renderSite(host, { certificate: true, nginxVersion: '1.22.1', ipv6: false, ocsp: true });
+  assert.equal(stapled.match(/ssl_stapling on;\n\s+ssl_stapling_verify on;\n\s+ssl_trusted_certificate \/etc\/letsencrypt\/live\/convex-swarm-dev\/chain\.pem;/g)?.length, 3);
+  assert.equal(renderSite(host, { certificate: false, nginxVersion: '1.22.1', ipv6: false, ocsp: true }), renderSite(host, { certificate: false, nginxVersion: '1.22.1', ipv6: false, ocsp: false }), 'the ACME-only site has no TLS at all');
 });
 
 test('a site change is tested with nginx -t and undone when nginx rejects it', () => {
@@ -136,6 +159,17 @@ test('firewall: SSH first, then 80 and 443, PostgreSQL from the Docker networks;
   assert.equal(external.length, 3);
 });
 
+test('firewall without domains: SSH only (and PostgreSQL from Docker), the backend through an SSH tunnel', () => {
+  const bare: Host = { ...host, domains: undefined };
+  assert.deepEqual(openings(bare, ['172.18.0.0/16']).map(ufwRule), ['allow 2222/tcp', 'allow from 172.18.0.0/16 to any port 5432 proto tcp']);
+  assert.match(tunnelHint(bare), /do not answer from outside.*ssh -N -L 3210:127\.0\.0\.1:3210 -L 3211:127\.0\.0\.1:3211 -L 6791:127\.0\.0\.1:6791 root@203\.0\.113\.7 -p 2222$/);
+  const run: RunInfo = { args: {} as RunInfo['args'], local: (...parts) => parts.join('/') };
+  const names = (h: Host) => allSteps(h, run).map(step => step.name);
+  assert.equal(names(bare).at(-1), 'firewall', 'all.ts runs the firewall for a host without domains');
+  assert.deepEqual(names(host).slice(-3), ['nginx', 'letsencrypt', 'firewall']);
+  assert.ok(!names({ ...bare, firewall: false }).includes('firewall'));
+});
+
 test('firewall without ufw: one iptables chain, SSH accepted before the final DROP', () => {
   const script = renderIptablesScript(host, openings(host, ['172.18.0.0/16']), '/etc/cron.d/convex-ops-firewall');
   const v4 = script.slice(0, script.indexOf('ip6tables-restore'));
@@ -143,6 +177,17 @@ test('firewall without ufw: one iptables chain, SSH accepted before the final DR
   assert.match(v4, /-A convex-ops-input -s 172\.18\.0\.0\/16 -p tcp --dport 5432 -j ACCEPT/);
   assert.doesNotMatch(script.slice(script.indexOf('ip6tables-restore')), /5432/);
   assert.doesNotMatch(script, /\{\{/);
+});
+
+test('iptables undo: the INPUT jumps and the boot hook go, so a failed probe cannot lock anyone out at the next boot', () => {
+  const cron = iptablesUndo('other');
+  assert.match(cron, /iptables -D INPUT -j convex-ops-input/);
+  assert.match(cron, /ip6tables -D INPUT -j convex-ops-input/);
+  assert.match(cron, /rm -f \/etc\/cron\.d\/convex-ops-firewall/);
+  assert.match(cron, /rm -f \/var\/lib\/convex-ops\/firewall-applied/, 'the next run applies and proves it again');
+  const systemd = iptablesUndo('systemd');
+  assert.match(systemd, /systemctl disable convex-ops-firewall\.service; rm -f \/etc\/systemd\/system\/convex-ops-firewall\.service/);
+  assert.doesNotMatch(systemd, /cron/);
 });
 
 test('addresses and CIDRs, v4 and v6', () => {

@@ -95,6 +95,14 @@ test(':latest is accepted with a warning; domains force the ports onto loopback'
   assert.equal(dev.acme.directory, 'https://acme-staging-v02.api.letsencrypt.org/directory');
 });
 
+test('firewall = true puts the ports on loopback too; another bind_address is named in a warning', () => {
+  const inventory = load(BASE.replace('volume = "/mnt/dev"', 'volume = "/mnt/dev"\nfirewall = true').replace('volume = "/mnt/prod"', 'volume = "/mnt/prod"\nfirewall = true\nbind_address = "10.0.0.2"'));
+  assert.equal(inventory.hosts.get('dev')!.bind_address, '127.0.0.1');
+  assert.equal(inventory.hosts.get('prod')!.bind_address, '127.0.0.1');
+  assert.deepEqual(inventory.warnings, ['hosts.prod.bind_address: 10.0.0.2 is not used: with firewall = true ports 3210, 3211 and 6791 are published on 127.0.0.1 only (reach them through an SSH tunnel).']);
+  assert.equal(load(BASE).hosts.get('dev')!.bind_address, '0.0.0.0', 'without a firewall the default stays');
+});
+
 test('the shipped inventory.toml is valid', () => {
   const inventory = loadInventory(new URL('../../inventory.toml', import.meta.url).pathname);
   assert.deepEqual([...inventory.hosts.keys()].sort(), ['dev', 'prod']);

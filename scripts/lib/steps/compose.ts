@@ -25,7 +25,10 @@ export function renderCompose(host: Host): string {
   const doc = yaml().parse(readFileSync(DEFINITION, 'utf8')) as ComposeFile;
   const { backend, dashboard } = doc.services;
   const { cloud, site } = origins(host);
-  // With domains nginx is in front, so the ports listen on loopback only.
+  // On loopback only with domains (nginx is in front) and with firewall = true: ports Docker
+  // publishes are forwarded by its own NAT rules, before ufw or the INPUT chain see a packet, so
+  // loopback is the one place they are closed whatever the firewall, Docker or a reboot do.
+  // Without domains, clients then reach them through an SSH tunnel (inventory.ts sets the address).
   const bind = host.bind_address;
   backend.image = host.backend_image;
   backend.ports = [`${bind}:3210:3210`, `${bind}:3211:3211`];

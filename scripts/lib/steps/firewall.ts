@@ -1,9 +1,13 @@
 // The droplet's firewall (hosts.X.firewall = true): incoming connections are allowed to the SSH
-// port, 80 and 443 — and, with a local PostgreSQL, from the Docker networks to 5432, which is
-// how the backend reaches it — and denied otherwise. ufw where it can be installed, else plain
-// iptables. The SSH port is always allowed before anything is denied, rules the operator added
-// are kept, and after a change a fresh SSH connection must get in, or the firewall is turned
-// off again and the step fails: a run never locks the operator out.
+// port, to 80 and 443 when the host has domains (nginx) — and, with a local PostgreSQL, from the
+// Docker networks to 5432, which is how the backend reaches it — and denied otherwise. ufw where
+// it can be installed, else plain iptables. The SSH port is always allowed before anything is
+// denied, rules the operator added are kept, and after a change a fresh SSH connection must get
+// in, or the firewall is turned off again and the step fails: a run never locks the operator out.
+//
+// Ports Docker publishes never reach these rules (Docker's NAT sends them to FORWARD), so with
+// firewall = true the backend's ports 3210, 3211 and 6791 are published on 127.0.0.1 only
+// (inventory.ts, compose.ts): without domains the operator reaches them through an SSH tunnel.
 import type { Host } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { STATE_DIR } from '../step.ts';
@@ -16,13 +20,10 @@ import { dockerNetworks } from './docker.ts';
 
 export interface Opening { port: number; from?: string; why: string }
 
-/** What must stay reachable, in the order it is allowed: SSH first. */
+/** What must stay reachable, in the order it is allowed: SSH first; 80 and 443 only for nginx (domains). */
 export function openings(host: Host, dockerSubnets: string[]): Opening[] {
-  const list: Opening[] = [
-    { port: host.port, why: 'SSH' },
-    { port: 80, why: 'HTTP (ACME challenges, redirect)' },
-    { port: 443, why: 'HTTPS' },
-  ];
+  const list: Opening[] = [{ port: host.port, why: 'SSH' }];
+  if (host.domains) list.push({ port: 80, why: 'HTTP (ACME challenges, redirect)' }, { port: 443, why: 'HTTPS' });
   if (host.postgres.mode === 'local') for (const subnet of dockerSubnets) list.push({ port: 5432, from: subnet, why: 'PostgreSQL for the backend containers' });
   return list;
 }
@@ -65,6 +66,12 @@ export const IPTABLES_SCRIPT = '/usr/local/sbin/convex-ops-firewall';
 const IPTABLES_UNIT = '/etc/systemd/system/convex-ops-firewall.service';
 const IPTABLES_CRON = '/etc/cron.d/convex-ops-firewall';
 const IPTABLES_APPLIED = `${STATE_DIR}/firewall-applied`;
+
+/** How the operator reaches the backend of a firewalled host without domains: its ports are on loopback. */
+export function tunnelHint(host: Host): string {
+  const login = `${host.user}@${host.address}${host.port === 22 ? '' : ` -p ${host.port}`}`;
+  return `no [domains]: ports 3210, 3211 and 6791 are published on 127.0.0.1 only and do not answer from outside; reach them through an SSH tunnel: ssh -N -L 3210:127.0.0.1:3210 -L 3211:127.0.0.1:3211 -L 6791:127.0.0.1:6791 ${login}`;
+}
 
 export function renderIptablesScript(host: Host, wanted: Opening[], boot: string): string {
   const accept = (o: Opening) => `${o.from ? `-s ${o.from} ` : ''}-p tcp --dport ${o.port}`;
@@ -135,24 +142,45 @@ async function withUfw(ctx: StepContext, wanted: Opening[]): Promise<string> {
   return summary;
 }
 
+/**
+ * Turns the iptables firewall off and takes it out of the boot, so that a failed probe leaves
+ * nothing that would lock the operator out at the next boot either (the script on disk may be
+ * the one that failed). The next run applies it again and proves it before hooking it.
+ */
+export function iptablesUndo(init: 'systemd' | 'other'): string {
+  const unhook =
+    init === 'systemd'
+      ? sh`if [ -e ${IPTABLES_UNIT} ]; then systemctl disable convex-ops-firewall.service; rm -f ${IPTABLES_UNIT}; systemctl daemon-reload; fi`
+      : sh`rm -f ${IPTABLES_CRON}`;
+  return [
+    'iptables -D INPUT -j convex-ops-input 2>/dev/null',
+    'ip6tables -D INPUT -j convex-ops-input 2>/dev/null',
+    sh`rm -f ${IPTABLES_APPLIED}`,
+    unhook,
+    'true',
+  ].join('; ');
+}
+
 async function withIptables(ctx: StepContext, wanted: Opening[]): Promise<string> {
   const init = await ctx.fact(initSystem);
   await ensurePackages(ctx, init === 'systemd' ? ['iptables'] : ['iptables', 'cron']);
   const boot = init === 'systemd' ? IPTABLES_UNIT : IPTABLES_CRON;
   const script = renderIptablesScript(ctx.host, wanted, boot);
   await ensureFile(ctx, { path: IPTABLES_SCRIPT, content: script, mode: '755', label: 'the iptables firewall script' });
+  const state = await ctx.fact(iptablesState);
+  const hash = sha256(script);
+  if (state.applied !== hash || !state.hooked) {
+    await ctx.change('apply the iptables firewall', () => ctx.run(IPTABLES_SCRIPT, 'apply iptables rules'));
+    await proveSshStillWorks(ctx, iptablesUndo(init));
+    if (!ctx.check) await ctx.run(sh`mkdir -p ${STATE_DIR} && echo ${hash} > ${IPTABLES_APPLIED}`, 'record the applied firewall');
+  }
+  // Only rules a new SSH connection got through are run again at boot.
   const values = { managed: MANAGED_MARKER, script: IPTABLES_SCRIPT };
   if (init === 'systemd') {
     const unitChanged = await ensureFile(ctx, { path: IPTABLES_UNIT, content: renderTemplate(templateText('firewall-iptables.service'), values), mode: '644' });
     if (unitChanged) await ctx.change('enable convex-ops-firewall.service at boot', () => ctx.run('systemctl daemon-reload && systemctl enable convex-ops-firewall.service', 'enable the firewall unit'));
   } else {
     await ensureFile(ctx, { path: IPTABLES_CRON, content: renderTemplate(templateText('firewall-iptables.cron'), values), mode: '644' });
-  }
-  const state = await ctx.fact(iptablesState);
-  const hash = sha256(script);
-  if (state.applied !== hash || !state.hooked) {
-    await ctx.change('apply the iptables firewall', () => ctx.run(sh`${IPTABLES_SCRIPT} && mkdir -p ${STATE_DIR} && echo ${hash} > ${IPTABLES_APPLIED}`, 'apply iptables rules'));
-    await proveSshStillWorks(ctx, 'iptables -D INPUT -j convex-ops-input; ip6tables -D INPUT -j convex-ops-input 2>/dev/null; true');
   }
   return `iptables (chain convex-ops-input) allows ${wanted.map(o => `${o.port}/tcp${o.from ? ` from ${o.from}` : ''}`).join(', ')}; other incoming connections are dropped`;
 }
@@ -168,6 +196,10 @@ export const firewall: Step = {
       throw new Error('the Docker networks were not found, so the backend\'s access to PostgreSQL cannot be allowed. Run scripts/install.ts first; nothing was changed.');
     }
     const wanted = openings(host, networks.subnets);
-    return (await ufwAvailable(ctx)) ? withUfw(ctx, wanted) : withIptables(ctx, wanted);
+    const summary = (await ufwAvailable(ctx)) ? await withUfw(ctx, wanted) : await withIptables(ctx, wanted);
+    if (host.domains) return summary;
+    // A changed step shows its changes rather than this summary: the run that closes the ports says it too.
+    if (ctx.changes.length) ctx.warn(tunnelHint(host));
+    return `${summary}; ${tunnelHint(host)}`;
   },
 };

@@ -103,6 +103,17 @@ export function certificatePresent(host: Host): Fact<boolean> {
   return { key: `cert-files:${certName(host)}`, command: sh`[ -s ${fullchain} ] && [ -s ${privkey} ] && echo yes`, parse: out => out.trim() === 'yes' };
 }
 
+/**
+ * The certificate's OCSP responder URL ('' when it has none, or there is no certificate yet).
+ * Stapling is configured only when there is one: nginx warns at every start about a certificate
+ * without it, and Let's Encrypt stopped putting it in certificates in 2025 (as pebble does in
+ * the tests), while a CA that still runs OCSP gets its responses stapled.
+ */
+export function ocspResponder(host: Host): Fact<string> {
+  const { cert } = certificatePaths(host);
+  return { key: `cert-ocsp:${certName(host)}`, command: sh`[ -s ${cert} ] && openssl x509 -in ${cert} -noout -ocsp_uri 2>/dev/null; true`, parse: out => out.trim() };
+}
+
 /** `http2 on;` exists from nginx 1.25.1; older versions take http2 as a listen parameter. */
 export function hasHttp2Directive(version: string | undefined): boolean {
   if (!version) return false;
@@ -115,6 +126,8 @@ export interface SiteOptions {
   certificate: boolean;
   nginxVersion?: string;
   ipv6: boolean;
+  /** Whether the certificate names an OCSP responder, whose answers nginx then staples. */
+  ocsp: boolean;
 }
 
 export const SITE_TEMPLATE = 'nginx-site.conf';
@@ -126,7 +139,7 @@ export function renderSite(host: Host, opts: SiteOptions): string {
   const template = opts.certificate ? SITE_TEMPLATE : SITE_HTTP_TEMPLATE;
   const http2 = hasHttp2Directive(opts.nginxVersion);
   const both = (port: string) => (opts.ipv6 ? [port, `[::]:${port}`] : [port]);
-  const { fullchain, privkey } = certificatePaths(host);
+  const { fullchain, privkey, chain } = certificatePaths(host);
   return renderTemplate(
     templateText(template),
     {
@@ -141,6 +154,8 @@ export function renderSite(host: Host, opts: SiteOptions): string {
       http2: http2 ? ['on'] : [],
       certificate: fullchain,
       certificate_key: privkey,
+      // The chain verifies the stapled responses; nginx resolves the responder's name at start.
+      ocsp_stapling: opts.ocsp ? ['ssl_stapling on;', 'ssl_stapling_verify on;', `ssl_trusted_certificate ${chain};`] : [],
       connection_upgrade: `$connection_upgrade_${host.instance_name.replace(/-/g, '_')}`,
       // The droplet itself (checks, SSH tunnels) and the inventory's list; nobody else.
       dashboard_allow: ['127.0.0.1', '::1', ...host.dashboard_allow],
@@ -184,10 +199,11 @@ export async function applySite(ctx: StepContext): Promise<boolean> {
   const { host } = ctx;
   const site = sitePath(host);
   const link = siteLink(host);
-  await ctx.facts([nginxState, certificatePresent(host), fileFact(site), pathKindFact(link)]);
+  await ctx.facts([nginxState, certificatePresent(host), ocspResponder(host), fileFact(site), pathKindFact(link)]);
   const state = await ctx.fact(nginxState);
   const certificate = await ctx.fact(certificatePresent(host));
-  const wanted = renderSite(host, { certificate, nginxVersion: state.version, ipv6: state.ipv6 });
+  const ocsp = (await ctx.fact(ocspResponder(host))) !== '';
+  const wanted = renderSite(host, { certificate, nginxVersion: state.version, ipv6: state.ipv6, ocsp });
   const current = await ctx.fact(fileFact(site));
   const linked = await ctx.fact(pathKindFact(link));
   if (current.kind === 'other') throw new Error(`${site} exists but is a ${current.type}, not a regular file. Move it away, then run again.`);
@@ -239,7 +255,7 @@ export async function ensureNginxServing(ctx: StepContext): Promise<void> {
 
 export const nginx: Step = {
   name: 'nginx',
-  facts: host => [installedPackages, nginxState, certificatePresent(host), fileFact(sitePath(host)), pathKindFact(siteLink(host)), pathKindFact(ACME_WEBROOT)],
+  facts: host => [installedPackages, nginxState, certificatePresent(host), ocspResponder(host), fileFact(sitePath(host)), pathKindFact(siteLink(host)), pathKindFact(ACME_WEBROOT)],
   async run(ctx) {
     const { host } = ctx;
     if (!host.domains) ctx.skip(`hosts.${host.name} has no [domains]: there is nothing to put nginx in front of`);
