@@ -229,7 +229,6 @@ test('external mode: PostgreSQL with TLS on another droplet, a password with @:/
   const run = await fleet.runScript('install.ts', ['--host', 'ext', '--inventory', inventory], { EXT_PG_PASSWORD: password });
   assert.equal(run.code, 0, run.stdout + run.stderr);
   assert.match(run.stdout, /ext\s+check database\s+ok/);
-  assert.ok(!run.stdout.includes(password) && !run.stderr.includes(password));
   assert.equal(await sh('ext', 'dpkg-query -W -f="${db:Status-Status}" postgresql 2>/dev/null || true'), '', 'no local PostgreSQL server in external mode');
   const env = await sh('ext', "docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' convex-backend");
   assert.doesNotMatch(env, /DO_NOT_REQUIRE_SSL/, 'SSL stays required');
@@ -237,6 +236,14 @@ test('external mode: PostgreSQL with TLS on another droplet, a password with @:/
   assert.match(await sh('ext', 'docker logs convex-backend 2>&1'), /Connected to Postgres database: convex_self_hosted/);
   assert.equal(await sh('pg', `runuser -u postgres -- psql -XAtc "select pg_get_userbyid(datdba) from pg_database where datname='convex_self_hosted'"`), 'convex');
 
-  const again = await fleet.runScript('install.ts', ['--host', 'ext', '--inventory', inventory], { EXT_PG_PASSWORD: password });
-  assert.match(again.stdout, /ext\s+ok=\d+\s+changed=0\s+failed=0/, again.stdout);
+  const again = await fleet.runScript('install.ts', ['--host', 'ext', '--inventory', inventory, '--json'], { EXT_PG_PASSWORD: password });
+  assert.equal(parseRunJson(again.stdout).hosts[0]!.recap.changed, 0, again.stdout);
+  // The password in every spelling it takes (URL userinfo with upper- or lower-case escapes,
+  // JSON-escaped): never in what was printed, the --json document, or the run log.
+  const encoded = encodeURIComponent(password);
+  const spellings = [password, encoded, encoded.replace(/%[0-9A-F]{2}/g, e => e.toLowerCase()), JSON.stringify(password).slice(1, -1)];
+  const log = readFileSync(join(fleet.dir, '.convex-ops', 'convex-ops.log'), 'utf8');
+  for (const [where, text] of [['output', run.stdout + run.stderr], ['--json and its output', again.stdout + again.stderr], ['the run log', log]]) {
+    for (const spelling of spellings) assert.ok(!text!.includes(spelling), `${where} holds the password as ${spelling}`);
+  }
 });
