@@ -7,6 +7,9 @@ import { chalk } from 'zx';
 import { redact } from './redact.ts';
 import type { Status, StepResult } from './step.ts';
 
+/** "1 command", "4 commands". */
+const counted = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 export interface HostRun {
   host: string;
   steps: StepResult[];
@@ -166,7 +169,7 @@ export class Reporter {
       const part = (name: keyof Recap, colour: (s: string) => string) => (r[name] ? colour(`${name}=${r[name]}`) : `${name}=0`);
       this.say(
         `${this.prefix(run.host)}  ${part('ok', chalk.green)}  ${part('changed', chalk.yellow)}  ${part('failed', chalk.red)}  ${part('skipped', chalk.cyan)}  ` +
-          chalk.dim(`${run.seconds.toFixed(1)}s, ${run.connections} connection, ${run.commands} commands`),
+          chalk.dim(`${run.seconds.toFixed(1)}s, ${counted(run.connections, 'connection')}, ${counted(run.commands, 'command')}`),
       );
       for (const failed of run.steps.filter(s => s.status === 'failed')) {
         this.say(`${this.prefix(run.host)}  ${chalk.red(`failed at ${failed.step}:`)} ${failed.detail.split('\n')[0]}`);
