@@ -27,7 +27,7 @@ export { containersFrom, parseDisk, parseListeners, parseLog, parsePostgres, par
 export type { DoctorState } from './doctor/facts.ts';
 export { classifyLog, currentLog } from './doctor/log.ts';
 export { inCidr } from './doctor/postgres.ts';
-export type { Finding, Severity } from './doctor/rule.ts';
+export type { Finding } from './doctor/rule.ts';
 
 /** In this order: where one cause explains another, the rule that names it comes first. */
 const RULES: Rule[] = [configFiles, postgresUrl, instanceName, postgresServer, postgresAccess, postgresConnection, containers, ports, api, disk, dns, certificate];

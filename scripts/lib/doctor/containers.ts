@@ -41,8 +41,8 @@ function restartLoop(host: Host, state: DoctorState, context: Context, { role, n
 }
 
 export function containers(host: Host, state: DoctorState, context: Context): Finding[] {
-  const found = new Findings(context.found);
   if (!state.docker.running) return [];
+  const found = new Findings(context.found);
   for (const [role, name] of Object.entries(CONTAINERS)) {
     const c = state.containers.get(name);
     if (!c) {

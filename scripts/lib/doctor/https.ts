@@ -6,8 +6,8 @@ import { Findings, run } from './rule.ts';
 import type { Context, Finding } from './rule.ts';
 
 export function dns(host: Host, state: DoctorState, context: Context): Finding[] {
-  const found = new Findings(context.found);
   if (!host.domains) return [];
+  const found = new Findings(context.found);
   const mine = new Set([...state.dns.self, host.address]);
   for (const name of [host.domains.api, host.domains.site, host.domains.dashboard]) {
     const addresses = state.dns.names.get(name) ?? [];
@@ -22,9 +22,9 @@ export function dns(host: Host, state: DoctorState, context: Context): Finding[]
 }
 
 export function certificate(host: Host, state: DoctorState, context: Context): Finding[] {
-  const found = new Findings(context.found);
   const cert = state.cert;
   if (!cert || cert.notAfter === undefined || cert.now === undefined) return [];
+  const found = new Findings(context.found);
   const days = Math.floor((cert.notAfter - cert.now) / 86400);
   const until = new Date(cert.notAfter * 1000).toISOString().slice(0, 10);
   if (days < 21) {

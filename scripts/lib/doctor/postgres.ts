@@ -21,11 +21,11 @@ const recreate = (host: Host, db: string) => `${run(host, 'postgres')} creates a
 
 /** The local server: installed, running, and listening where the containers reach it. */
 export function postgresServer(host: Host, state: DoctorState, context: Context): Finding[] {
-  const found = new Findings(context.found);
   const pg = state.postgres;
+  if (!context.local || !pg) return [];
+  const found = new Findings(context.found);
   const gateway = state.networks.bridgeGateway;
   const { says } = context;
-  if (!context.local || !pg) return [];
   if (!pg.installed) {
     found.add('postgres-missing', 'problem', 'PostgreSQL is not installed on the droplet (postgres.mode = "local")', run(host, 'install'));
   } else if (!pg.online) {
@@ -59,10 +59,10 @@ export function postgresServer(host: Host, state: DoctorState, context: Context)
 
 /** The local server lets the backend in (pg_hba.conf) and has its database. */
 export function postgresAccess(host: Host, state: DoctorState, context: Context): Finding[] {
-  const found = new Findings(context.found);
   const pg = state.postgres;
-  const { logged, says, hbaDb, ownDb } = context;
   if (!context.local || !pg) return [];
+  const found = new Findings(context.found);
+  const { logged, says, hbaDb, ownDb } = context;
   if (pg.installed && !pg.hbaBlock) {
     found.add(
       'postgres-hba',
