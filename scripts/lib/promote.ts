@@ -11,14 +11,14 @@ import type { Args, RunInfo } from './play.ts';
 import { EXIT, fail, loadHosts, localDir, makeReporter, sessionFor } from './play.ts';
 import * as plays from './plays.ts';
 import type { Fact, Step, StepResult } from './step.ts';
-import { STATE_DIR } from './step.ts';
+import { memoKey, STATE_DIR } from './step.ts';
 import type { HostSession } from './session.ts';
 import type { Reporter } from './report.ts';
 import { ensureFile, fileFact } from './files.ts';
 import { sh } from './shell.ts';
 import { imagesFact } from './steps/up.ts';
 import { CONTAINERS } from './steps/docker.ts';
-import { BACKUP_MEMO, backup, backupEstimateFact, formatBytes } from './steps/backup.ts';
+import { BACKUP_MADE, backup, backupEstimateFact, formatBytes } from './steps/backup.ts';
 import type { BackupMade } from './steps/backup.ts';
 import { pinHostImages } from './inventory-pin.ts';
 import { allChecks } from '../../checks/index.ts';
@@ -161,9 +161,9 @@ function markPromotedStep(mark: PromotedMark): Step {
 
 // ------------------------------------------------------------------------------ promotion steps
 
-const BEFORE_MEMO = 'promotion-before';
-const DIGESTS_MEMO = 'promotion-digests';
-const ROLLBACK_MEMO = 'promotion-rollback';
+const BEFORE_MEMO = memoKey<Partial<Record<Role, RunningImage>>>('promotion-before');
+const DIGESTS_MEMO = memoKey<{ digests: Record<Role, string>; running: Partial<Record<Role, RunningImage>> }>('promotion-digests');
+const ROLLBACK_MEMO = memoKey<Record<Role, string>>('promotion-rollback');
 
 /** Prod: both containers running, and room for the backup taken before anything changes. */
 const preflightTarget: Step = {
@@ -380,7 +380,7 @@ export async function promote(args: Args): Promise<number> {
         return c && d;
       });
       if (!preflight) return finish('preflight-failed', `preflight failed; nothing was changed on ${source.name} or ${target.name}`);
-      const before = prod.memo.get(BEFORE_MEMO) as Record<Role, RunningImage>;
+      const before = prod.memo.required(BEFORE_MEMO) as Record<Role, RunningImage>;
       record.versions.from = Object.fromEntries(ROLES.map(role => [role, { ref: before[role].ref, imageId: before[role].imageId, digest: digestRefOf(before[role]), version: before[role].version }])) as NonNullable<PromotionRecord['versions']['from']>;
 
       // 2–3. The candidate on dev, and dev's checks. Prod is not touched if either fails.
@@ -394,7 +394,7 @@ export async function promote(args: Args): Promise<number> {
       // 4. The exact digests dev runs.
       const read = await stage('4', `read the digests running on ${source.name}`, () => dev.run([readDigests], { host: devCandidate }));
       if (!read) return finish('stopped-at-dev', `cannot tell which digests ${source.name} runs; ${target.name} was not touched`);
-      const { digests, running } = dev.memo.get(DIGESTS_MEMO) as { digests: Record<Role, string>; running: Record<Role, RunningImage> };
+      const { digests, running } = dev.memo.required(DIGESTS_MEMO) as { digests: Record<Role, string>; running: Record<Role, RunningImage> };
       record.versions.to = Object.fromEntries(ROLES.map(role => [role, { ref: running[role].ref, imageId: running[role].imageId, digest: digests[role], version: running[role].version }])) as NonNullable<PromotionRecord['versions']['to']>;
       if (ROLES.every(role => before[role].imageId === running[role].imageId)) {
         return finish('unchanged', `${target.name} already runs exactly the images ${source.name} runs; nothing to promote`);
@@ -405,7 +405,7 @@ export async function promote(args: Args): Promise<number> {
 
       // 5. Back up prod.
       const backedUp = await stage('5', `back up ${target.name}`, () => prod.run([backup]));
-      record.backup = prod.memo.get(BACKUP_MEMO) as BackupMade | undefined;
+      record.backup = prod.memo.get(BACKUP_MADE);
       if (!backedUp) return finish('backup-failed', `the backup of ${target.name} failed, so it was not changed`);
 
       // 6–7. Prod to dev's digests, then prod's checks.
@@ -422,7 +422,7 @@ export async function promote(args: Args): Promise<number> {
       reporter.say(chalk.red(`\n${target.name} failed with ${source.name}'s images: rolling back to the images it ran before (its data is not restored).`));
       const rolledBack = await stage('7b', `roll ${target.name} back to ${describe(before.backend)} and ${describe(before.dashboard)}`, async () => {
         if (!(await prod.run([rollbackTarget(target, before)], { afterFailure: true }))) return false;
-        const refs = prod.memo.get(ROLLBACK_MEMO) as Record<Role, string>;
+        const refs = prod.memo.required(ROLLBACK_MEMO);
         record.rollback = refs;
         const previous: Host = { ...target, backend_image: refs.backend, dashboard_image: refs.dashboard };
         return (await prod.run(stepsForHost(previous, run), { host: previous, afterFailure: true })) && (await checksOf(prod, `${target.name} after rollback`, previous, true));
