@@ -2,9 +2,11 @@
 // The runbook. `--host X`: install, then nginx and letsencrypt when X has domains, the firewall
 // when X has firewall = true, then every check, on one SSH connection per host.
 // `--promote dev:prod`: the images proven on dev go to prod by digest, with a backup first and a
-// rollback if prod fails (scripts/lib/promote.ts).
+// rollback if prod fails (scripts/lib/promotion/runbook.ts).
 import { parseArgs, play, printHelp, EXIT } from './lib/play.ts';
-import { promote, promotionGuard, stepsForHost } from './lib/promote.ts';
+import { allSteps } from './lib/plays.ts';
+import { promote } from './lib/promotion/runbook.ts';
+import { promotionGuard } from './lib/steps/promotion.ts';
 import { allChecks } from '../checks/index.ts';
 
 const spec = {
@@ -44,6 +46,6 @@ if (args.promote !== undefined) {
 
 await play({
   ...spec,
-  steps: (host, run) => [promotionGuard(Boolean(run.args['allow-rollback'])), ...stepsForHost(host, run)],
+  steps: (host, run) => [promotionGuard(Boolean(run.args['allow-rollback'])), ...allSteps(host, run)],
   checks: () => allChecks,
 });

@@ -3,8 +3,8 @@
 import type { Host } from './inventory.ts';
 import { Connection } from './ssh.ts';
 import { acquireRunLock } from './lock.ts';
-import { factsScript, gatherFacts, Readings, recordFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
-import type { Fact, HostMemo, Step, StepResult } from './step.ts';
+import { factsScript, gatherFacts, HostMemo, Readings, recordFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
+import type { Fact, Step, StepResult } from './step.ts';
 import type { Check } from './check.ts';
 import { isProbeKey, probeFacts, runChecks } from './check.ts';
 import type { HostRun, Reporter } from './report.ts';
@@ -36,7 +36,7 @@ export interface SessionOptions {
 export class HostSession {
   readonly host: Host;
   readonly results: StepResult[] = [];
-  readonly memo: HostMemo = new Map();
+  readonly memo = new HostMemo();
   conn?: Connection;
   private readonly options: SessionOptions;
   private readonly cache = new Readings();

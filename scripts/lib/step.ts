@@ -92,8 +92,42 @@ export class SkipStep extends Error {}
 /** Where the tool keeps its own per-droplet state (the run lock, pending reloads, applied marks). */
 export const STATE_DIR = '/var/lib/convex-ops';
 
-/** State shared by the steps of one host within one run (e.g. the .env values once read). */
-export type HostMemo = Map<string, unknown>;
+/** A name in a host's memo, carrying the type of the value kept under it. */
+export interface MemoKey<T> {
+  readonly name: string;
+  /** Never set: it only ties the key to its value's type. */
+  readonly valueType?: T;
+}
+
+export function memoKey<T>(name: string): MemoKey<T> {
+  return { name };
+}
+
+/**
+ * What one step of a host leaves for a later step, or for the runbook, within one run (e.g. that
+ * apt-get update ran, the backup a step made). Each read has the type its key was made with.
+ */
+export class HostMemo {
+  private readonly values = new Map<MemoKey<unknown>, unknown>();
+
+  has(key: MemoKey<unknown>): boolean {
+    return this.values.has(key);
+  }
+
+  get<T>(key: MemoKey<T>): T | undefined {
+    return this.values.get(key) as T | undefined;
+  }
+
+  /** The value a step that succeeded must have left. */
+  required<T>(key: MemoKey<T>): T {
+    if (!this.values.has(key)) throw new Error(`${key.name}: no step of this run recorded it`);
+    return this.values.get(key) as T;
+  }
+
+  set<T>(key: MemoKey<T>, value: T): void {
+    this.values.set(key, value);
+  }
+}
 
 export interface HostEvents {
   progress: (step: string, text: string) => void;

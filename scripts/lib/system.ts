@@ -3,6 +3,7 @@
 // by asking PID 1 at the moment a service is touched.
 import pRetry from 'p-retry';
 import type { Fact, StepContext } from './step.ts';
+import { memoKey } from './step.ts';
 import { sh } from './shell.ts';
 
 /** Every package any step may ask about, read in one dpkg query. */
@@ -125,7 +126,7 @@ export async function aptInstall(ctx: StepContext, packages: string[]): Promise<
 
 const DPKG_INTERRUPTED = /dpkg was interrupted/;
 
-const APT_UPDATED = 'apt-updated';
+const APT_UPDATED = memoKey<true>('apt-updated');
 
 /** Ensures packages are installed; returns whether anything was missing. */
 export async function ensurePackages(ctx: StepContext, packages: string[]): Promise<boolean> {

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import TOML from '@iarna/toml';
 import type { Host } from '../../scripts/lib/inventory.ts';
-import { pinHostImages, withPinnedImages } from '../../scripts/lib/inventory-pin.ts';
-import { digestRefOf, repositoryOf } from '../../scripts/lib/promote.ts';
-import type { RunningImage } from '../../scripts/lib/promote.ts';
+import { pinHostImages, withPinnedImages } from '../../scripts/lib/promotion/inventory-pin.ts';
+import { digestRefOf, repositoryOf } from '../../scripts/lib/steps/promotion.ts';
+import type { RunningImage } from '../../scripts/lib/steps/promotion.ts';
 import { renderBackupScript } from '../../scripts/lib/steps/backup.ts';
 
 const DIGEST = (c: string) => `sha256:${c.repeat(64)}`;

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Host } from '../inventory.ts';
 import { databaseName } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
+import { memoKey } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { ensurePackages, initSystem, installedPackages, serviceScript } from '../system.ts';
 import { quote, sh } from '../shell.ts';
@@ -72,8 +73,8 @@ export async function installBackupScript(ctx: StepContext): Promise<void> {
 
 export interface BackupMade { id: string; path: string; bytes: number; rotated: string[] }
 
-/** The memo key under which the backup step leaves what it made (all.ts records it). */
-export const BACKUP_MEMO = 'backup';
+/** What the backup step made (all.ts --promote records it). */
+export const BACKUP_MADE = memoKey<BackupMade>('backup');
 
 /**
  * Makes a backup now with the installed script and reports it; under --check, says it would.
@@ -107,7 +108,7 @@ export const backup: Step = {
   facts: () => [fileFact(BACKUP_SCRIPT)],
   async run(ctx) {
     const made = await makeBackup(ctx);
-    if (made) ctx.memo.set(BACKUP_MEMO, made);
+    if (made) ctx.memo.set(BACKUP_MADE, made);
   },
 };
 

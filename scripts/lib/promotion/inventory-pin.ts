@@ -5,9 +5,9 @@
 // then does it replace the file, atomically. Anything it cannot do safely, it leaves to the
 // operator with the lines to add.
 import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { loadInventory } from './inventory.ts';
-import type { Host } from './inventory.ts';
-import { unifiedDiff } from './files.ts';
+import { loadInventory } from '../inventory.ts';
+import type { Host } from '../inventory.ts';
+import { unifiedDiff } from '../files.ts';
 
 export interface PinnedImages { backend_image: string; dashboard_image: string }
 
@@ -84,4 +84,22 @@ export function pinHostImages(path: string, hostName: string, images: PinnedImag
     return { ok: false, reason: (error as Error).message.split('\n')[0]!, lines };
   }
   return { ok: true, diff: unifiedDiff(path, text, edited) };
+}
+
+/** What became of the inventory after a promotion, for the record and the summary. */
+export interface InventoryUpdate { updated: boolean; detail: string }
+
+/**
+ * Pins the promoted digests in the target's table, under a comment naming where they came from;
+ * with keep (--keep-inventory), or when the edit is not safe, says which lines to add instead.
+ */
+export function pinPromotedImages(opts: { path: string; hostName: string; images: PinnedImages; from: string; version: string; keep: boolean }): InventoryUpdate {
+  const { path, hostName, images } = opts;
+  const version = opts.version ? ` (${opts.version})` : '';
+  const comment = `# promoted from ${opts.from}${version} on ${new Date().toISOString().slice(0, 19)}Z by all.ts --promote`;
+  const lines = `[hosts.${hostName}]\nbackend_image = "${images.backend_image}"\ndashboard_image = "${images.dashboard_image}"`;
+  if (opts.keep) return { updated: false, detail: `left as it is (--keep-inventory); pin in ${path}:\n${lines}` };
+  const result = pinHostImages(path, hostName, images, comment);
+  if (result.ok) return { updated: true, detail: `pinned ${hostName} to the promoted digests in ${path}:\n${result.diff}` };
+  return { updated: false, detail: `could not edit ${path} (${result.reason}); pin these yourself:\n${result.lines}` };
 }
