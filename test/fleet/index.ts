@@ -190,10 +190,12 @@ const flavoursOf = (specs: DropletSpec[]): DropletFlavour[] => [...new Set(specs
 async function createFleetNetwork(name: string, network: string): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     await docker(['network', 'create', '--label', `${FLEET_LABEL}=${name}`, network]);
-    const subnet = await dockerOut(['network', 'inspect', '--format', '{{ (index .IPAM.Config 0).Subnet }}', network]);
+    const [subnet, gateway] = (await dockerOut(['network', 'inspect', '--format', '{{ (index .IPAM.Config 0).Subnet }} {{ (index .IPAM.Config 0).Gateway }}', network])).split(' ');
     await docker(['network', 'rm', network]);
-    const created = await docker(['network', 'create', '--label', `${FLEET_LABEL}=${name}`, '--subnet', subnet, network], { allowFail: true });
-    if (created.code === 0) return subnet;
+    // The gateway too: given a subnet alone, Docker records none, and tests read it (the address
+    // the test host reaches the droplets from).
+    const created = await docker(['network', 'create', '--label', `${FLEET_LABEL}=${name}`, '--subnet', subnet!, '--gateway', gateway!, network], { allowFail: true });
+    if (created.code === 0) return subnet!;
     if (attempt === 5) throw new Error(`cannot create network ${network} on ${subnet}: ${created.stderr}`);
   }
 }
