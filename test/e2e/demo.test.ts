@@ -46,8 +46,8 @@ test('npm run demo ends with a working https backend, and its curl line returns 
   const secrets = first.out.match(/^Admin key and URL for the Convex CLI: (\S+)$/m);
   assert.ok(secrets, first.out);
   const env = readFileSync(join(repoRoot, secrets[1]!), 'utf8');
-  assert.match(env, /^CONVEX_SELF_HOSTED_URL=https:\/\/api\.dev\.test$/m);
-  assert.match(env, /^CONVEX_SELF_HOSTED_ADMIN_KEY=\S+/m);
+  assert.match(env, /^CONVEX_SELF_HOSTED_URL='https:\/\/api\.dev\.test'$/m);
+  assert.match(env, /^CONVEX_SELF_HOSTED_ADMIN_KEY='convex-self-hosted\|[0-9a-f]+'$/m);
   const inventory = first.out.match(/^Inventory: (\S+)$/m);
   assert.ok(inventory && existsSync(join(repoRoot, inventory[1]!)), first.out);
   for (const line of ['scripts/nginx.ts --host dev --inventory', '--check', 'npm run demo -- down']) assert.ok(first.out.includes(line), `the demo does not print "${line}"`);
