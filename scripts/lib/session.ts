@@ -5,6 +5,7 @@ import { Connection } from './ssh.ts';
 import { acquireRunLock } from './lock.ts';
 import { factsScript, gatherFacts, HostMemo, Readings, recordFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
 import type { Fact, Step, StepResult } from './step.ts';
+import { changeScript, factValues, phaseFacts } from './plan.ts';
 import type { Check } from './check.ts';
 import { isProbeKey, probeFacts, runChecks } from './check.ts';
 import type { HostRun, Reporter } from './report.ts';
@@ -23,6 +24,12 @@ export interface PhaseOptions {
    * Any change (or a dry run) discards them, and checks() reads the host afresh.
    */
   checks?: Check[];
+}
+
+/** What one step changed (or, in a dry run, would change), and the diffs of the files. */
+export interface Outcome {
+  changes: string[];
+  diffs: string[];
 }
 
 export interface SessionOptions {
@@ -88,7 +95,7 @@ export class HostSession {
   factsFor(steps: Step[], phase: PhaseOptions = {}): Array<Fact<unknown>> {
     const host = phase.host ?? this.host;
     const probes = phase.checks && !this.options.check ? probeFacts(phase.checks, host) : [];
-    return [pendingHandlers, ...steps.flatMap(s => s.facts?.(host) ?? []), ...probes];
+    return [pendingHandlers, ...steps.flatMap(s => [...(s.facts?.(host) ?? []), ...(s.phases ?? []).flatMap(p => phaseFacts(p, host))]), ...probes];
   }
 
   /** Runs steps in order, stopping at the first failure. Facts for all of them are read at once. */
@@ -112,21 +119,11 @@ export class HostSession {
     if (!prefetch) return false;
     let changed = false;
     for (const step of steps) {
-      const ctx = new StepContext({
-        host,
-        conn,
-        check: this.options.check,
-        memo: this.memo,
-        cache: this.cache,
-        stepName: step.name,
-        events: {
-          progress: (name, text) => this.options.reporter.progress(this.host.name, name, text),
-          warn: text => this.options.reporter.warn(this.host.name, text),
-        },
-      });
-      const ok = await this.record(step.name, () => step.run(ctx), { ctx });
+      const outcome: Outcome = { changes: [], diffs: [] };
+      const work = step.phases ? () => this.applyPhases(step, host, conn, outcome) : () => step.run!(this.stepContext(step, host, conn, outcome));
+      const ok = await this.record(step.name, work, { outcome });
       if (!ok) return false;
-      changed ||= ctx.changes.length > 0;
+      changed ||= outcome.changes.length > 0;
     }
     if (!changed) this.readings = readings;
     return true;
@@ -149,22 +146,79 @@ export class HostSession {
     return !this.results.slice(before).some(r => r.status === 'failed');
   }
 
+  private stepContext(step: Step, host: Host, conn: Connection, outcome: Outcome): StepContext {
+    return new StepContext({
+      host,
+      conn,
+      check: this.options.check,
+      memo: this.memo,
+      cache: this.cache,
+      stepName: step.name,
+      outcome,
+      events: {
+        progress: (name, text) => this.options.reporter.progress(this.host.name, name, text),
+        warn: text => this.options.reporter.warn(this.host.name, text),
+      },
+    });
+  }
+
+  /**
+   * Plans each phase of a step from its facts and applies the changes (a dry run only lists
+   * them). After a phase changed something, the facts of the phases after it are read again,
+   * together, in one command. Returns what the step says when nothing needed doing.
+   */
+  private async applyPhases(step: Step, host: Host, conn: Connection, outcome: Outcome): Promise<string | void> {
+    const phases = step.phases!;
+    const progress = (text: string) => this.options.reporter.progress(this.host.name, step.name, text);
+    let ok: string | undefined;
+    for (const [i, phase] of phases.entries()) {
+      const unread = phases.slice(i).flatMap(p => phaseFacts(p, host)).filter(f => !this.cache.has(f.key));
+      await gatherFacts(conn, unread, this.cache);
+      const facts = factValues(phase, host, fact => this.cache.get(fact));
+      let changes;
+      try {
+        changes = phase.plan(facts, host);
+      } catch (error) {
+        // A dry run plans later phases from the state before the changes it listed, which may
+        // lack what those changes make (a cluster before PostgreSQL is installed): it stops there.
+        if (this.options.check && outcome.changes.length && !(error instanceof SkipStep)) return;
+        throw error;
+      }
+      for (const warning of phase.warnings?.(facts, host) ?? []) this.options.reporter.warn(this.host.name, warning);
+      for (const change of changes) {
+        outcome.changes.push(change.label);
+        // Masked here, once for every file: a diff of any file may show a secret the tool knows.
+        if (change.diff) outcome.diffs.push(redact(change.diff));
+        if (this.options.check) continue;
+        progress(change.label);
+        const script = changeScript(change);
+        const result = script ? await conn.run(script, change.label, { stdin: change.stdin, onOutput: change.streams ? progress : undefined }) : undefined;
+        const label = change.after?.(result?.stdout ?? '', this.memo);
+        if (label) outcome.changes[outcome.changes.length - 1] = label;
+        // Whatever was read before may be stale now: later readings go back to the host.
+        this.cache.clear();
+      }
+      if (changes.length === 0) ok = phase.ok?.(facts, host) ?? ok;
+    }
+    return ok;
+  }
+
   /** Runs one unit of work and records its result; returns false when it failed. */
-  async record(name: string, work: () => Promise<string | void>, opts: { ctx?: StepContext; quiet?: boolean } = {}): Promise<boolean> {
+  async record(name: string, work: () => Promise<string | void>, opts: { outcome?: Outcome; quiet?: boolean } = {}): Promise<boolean> {
     const started = Date.now();
     this.options.reporter.stepStarted(this.host.name, name);
     let result: StepResult;
     try {
       const reason = await work();
-      const changes = opts.ctx?.changes ?? [];
+      const changes = opts.outcome?.changes ?? [];
       result = changes.length
-        ? { step: name, status: 'changed', detail: (this.options.check ? 'would: ' : '') + changes.join('; '), changes, diffs: opts.ctx?.diffs ?? [], seconds: 0 }
+        ? { step: name, status: 'changed', detail: (this.options.check ? 'would: ' : '') + changes.join('; '), changes, diffs: opts.outcome?.diffs ?? [], seconds: 0 }
         : { step: name, status: 'ok', detail: reason ?? '', changes: [], diffs: [], seconds: 0 };
     } catch (error) {
       const e = error as Error;
       result = e instanceof SkipStep
         ? { step: name, status: 'skipped', detail: e.message, changes: [], diffs: [], seconds: 0 }
-        : { step: name, status: 'failed', detail: redact(e.message), changes: opts.ctx?.changes ?? [], diffs: opts.ctx?.diffs ?? [], seconds: 0 };
+        : { step: name, status: 'failed', detail: redact(e.message), changes: opts.outcome?.changes ?? [], diffs: opts.outcome?.diffs ?? [], seconds: 0 };
     }
     result.seconds = (Date.now() - started) / 1000;
     if (!(opts.quiet && result.status === 'ok')) this.report(result);

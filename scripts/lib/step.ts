@@ -5,6 +5,7 @@ import type { Host } from './inventory.ts';
 import type { Connection, RunOptions, RunResult } from './ssh.ts';
 import { redact } from './redact.ts';
 import { sh } from './shell.ts';
+import type { Phase } from './plan.ts';
 
 export interface Fact<T> {
   /**
@@ -83,8 +84,10 @@ export interface Step {
    * while the host reads state so that it costs no time of its own.
    */
   warm?: () => Promise<unknown>;
+  /** The step as data: facts in, changes out (plan.ts). The session applies the changes. */
+  phases?: Phase[];
   /** Returns the reason nothing needed doing (used when it made no change). */
-  run: (ctx: StepContext) => Promise<string | void>;
+  run?: (ctx: StepContext) => Promise<string | void>;
 }
 
 export class SkipStep extends Error {}
@@ -140,12 +143,14 @@ export class StepContext {
   readonly check: boolean;
   readonly memo: HostMemo;
   readonly stepName: string;
-  readonly changes: string[] = [];
-  readonly diffs: string[] = [];
+  readonly changes: string[];
+  readonly diffs: string[];
   private readonly cache: Readings;
   private readonly events: HostEvents;
 
-  constructor(opts: { host: Host; conn: Connection; check: boolean; memo: HostMemo; cache: Readings; events: HostEvents; stepName: string }) {
+  constructor(opts: { host: Host; conn: Connection; check: boolean; memo: HostMemo; cache: Readings; events: HostEvents; stepName: string; outcome: { changes: string[]; diffs: string[] } }) {
+    this.changes = opts.outcome.changes;
+    this.diffs = opts.outcome.diffs;
     this.host = opts.host;
     this.conn = opts.conn;
     this.check = opts.check;

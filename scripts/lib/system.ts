@@ -1,9 +1,8 @@
 // Facts and commands about the droplet's operating system: packages, the init system, services.
 // Real droplets run systemd; the test fleet (and some containers) do not, so both are supported
 // by asking PID 1 at the moment a service is touched.
-import pRetry from 'p-retry';
 import type { Fact, StepContext } from './step.ts';
-import { memoKey } from './step.ts';
+import { STATE_DIR } from './step.ts';
 import { sh } from './shell.ts';
 
 /** Every package any step may ask about, read in one dpkg query. */
@@ -65,39 +64,48 @@ export function exitWhen(condition: string, seconds: number, timeout: string): s
   ].join('\n');
 }
 
-const TRANSIENT_APT = /Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch/;
-/** Another apt or dpkg holds a lock apt does not wait for (DPkg::Lock::Timeout covers only dpkg's). */
-const APT_LOCKED = /Could not get lock|Unable to lock|locked by another process/;
+/** apt's lists are refreshed before an install unless a refresh of ours is this recent (Ansible's cache_valid_time). */
+const APT_LISTS_VALID_MINUTES = 10;
+const APT_UPDATED_STAMP = `${STATE_DIR}/apt-updated`;
+
+/**
+ * A shell function that runs an apt or dpkg command and retries what is worth retrying: network
+ * hiccups, and the lists and archives locks that apt does not wait for (held by
+ * unattended-upgrades, or by an apt-get a killed run left behind), with backoff for up to five
+ * minutes. A dpkg run that a killed run interrupted is finished first (dpkg --configure -a).
+ * A real failure prints apt's message and fails at once.
+ */
+const APT_RETRYING = [
+  `apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`,
+  'retrying() {',
+  '  err=$(mktemp) waited=0 delay=2 configured=',
+  '  while :; do',
+  '    if "$@" 2>"$err"; then rm -f "$err"; return 0; fi',
+  `    if [ -z "$configured" ] && grep -q 'dpkg was interrupted' "$err"; then`,
+  `      echo 'finishing an interrupted dpkg run (dpkg --configure -a)'; configured=1`,
+  '      dpkg --force-confdef --force-confold --configure -a && continue',
+  `    elif [ "$waited" -lt 300 ] && grep -Eq 'Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch|Could not get lock|Unable to lock|locked by another process' "$err"; then`,
+  `      echo "$1 $2: apt is busy or the mirror did not answer; retrying in $delay s ($waited s so far)"`,
+  '      sleep "$delay"; waited=$((waited + delay)); delay=$((delay < 5 ? delay * 2 : 10)); continue',
+  '    fi',
+  `    cat "$err" >&2; rm -f "$err"; return 1`,
+  '  done',
+  '}',
+].join('\n');
 
 /**
  * Installs what is missing (and nothing else), non-interactively. An entry "a|b|c" installs the
- * first of those the distribution has. The dpkg lock is waited for by apt itself; the lists and
- * archives locks, which apt does not wait for (held by unattended-upgrades, or by an apt-get a
- * killed run left behind), and network hiccups are retried with bounded backoff; a real failure
- * is not. The package lists are refreshed once per run, and a dpkg run that was interrupted (a
- * run killed during an install) is finished first.
+ * first of those the distribution has. The dpkg lock is waited for by apt itself; see
+ * APT_RETRYING for the rest.
  */
-export async function aptInstall(ctx: StepContext, packages: string[]): Promise<void> {
-  const aptGet = `apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`;
-  const started = Date.now();
-  const retrying = <T>(what: string, attempt: () => Promise<T>) =>
-    pRetry(attempt, {
-      retries: 40,
-      minTimeout: 2000,
-      maxTimeout: 10_000,
-      maxRetryTime: 300_000,
-      shouldRetry: ({ error }) => TRANSIENT_APT.test(error.message) || APT_LOCKED.test(error.message),
-      onFailedAttempt: ({ error, retriesLeft }) => {
-        if (retriesLeft > 0 && APT_LOCKED.test(error.message)) ctx.progress(`${what}: apt is locked by another process; retrying (${Math.round((Date.now() - started) / 1000)}s)`);
-      },
-    });
-  if (!ctx.memo.has(APT_UPDATED)) {
-    await retrying('apt-get update', () => ctx.run(`${aptGet}\napt_get update`, 'apt-get update', { onOutput: chunk => ctx.progress(chunk) }));
-    ctx.memo.set(APT_UPDATED, true);
-  }
-  const script = [
+export function aptInstallScript(packages: string[]): string {
+  return [
     'set -e',
-    aptGet,
+    APT_RETRYING,
+    sh`if [ -z "$(find ${APT_UPDATED_STAMP} -mmin ${`-${APT_LISTS_VALID_MINUTES}`} 2>/dev/null)" ]; then`,
+    '  retrying apt_get update',
+    sh`  mkdir -p ${STATE_DIR} && touch ${APT_UPDATED_STAMP}`,
+    'fi',
     'wanted=""',
     `for entry in ${sh`${packages}`}; do`,
     '  pick=""',
@@ -107,26 +115,9 @@ export async function aptInstall(ctx: StepContext, packages: string[]): Promise<
     `  [ -n "$pick" ] || { echo "no package among $entry is available from apt on this host" >&2; exit 100; }`,
     '  wanted="$wanted $pick"',
     'done',
-    'apt_get install --no-install-recommends $wanted',
+    'retrying apt_get install --no-install-recommends $wanted',
   ].join('\n');
-  const what = `apt-get install ${packages.join(' ')}`;
-  await retrying('apt-get install', async () => {
-    try {
-      return await ctx.run(script, what, { onOutput: chunk => ctx.progress(chunk) });
-    } catch (error) {
-      // apt waits for the dpkg lock first (an apt-get a killed run left behind may still be
-      // working), then refuses while a dpkg run stays interrupted. Finish that run, then again.
-      if (!DPKG_INTERRUPTED.test((error as Error).message)) throw error;
-      ctx.progress('finishing an interrupted dpkg run (dpkg --configure -a)');
-      await ctx.run('dpkg --force-confdef --force-confold --configure -a', 'dpkg --configure -a', { onOutput: chunk => ctx.progress(chunk) });
-      return ctx.run(script, what, { onOutput: chunk => ctx.progress(chunk) });
-    }
-  });
 }
-
-const DPKG_INTERRUPTED = /dpkg was interrupted/;
-
-const APT_UPDATED = memoKey<true>('apt-updated');
 
 /** Ensures packages are installed; returns whether anything was missing. */
 export async function ensurePackages(ctx: StepContext, packages: string[]): Promise<boolean> {
@@ -135,4 +126,8 @@ export async function ensurePackages(ctx: StepContext, packages: string[]): Prom
   if (missing.length === 0) return false;
   await ctx.change(`install ${missing.join(', ')}`, () => aptInstall(ctx, missing));
   return true;
+}
+
+export function aptInstall(ctx: StepContext, packages: string[]): Promise<unknown> {
+  return ctx.run(aptInstallScript(packages), `apt-get install ${packages.join(' ')}`, { onOutput: chunk => ctx.progress(chunk) });
 }

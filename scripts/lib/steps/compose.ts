@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import type { Host } from '../inventory.ts';
 import type { Step } from '../step.ts';
-import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
+import { fileFact, MANAGED_MARKER } from '../files.ts';
+import { fileChanges, phase } from '../plan.ts';
 import { CONVEX_NETWORK } from './docker.ts';
 import { PG_CA_PATH } from './postgres.ts';
 import { composePath } from './secret.ts';
@@ -50,10 +51,12 @@ export function renderCompose(host: Host): string {
 
 export const compose: Step = {
   name: 'compose',
-  facts: host => [fileFact(composePath(host))],
   warm: loadYaml,
-  async run(ctx) {
-    await ensureFile(ctx, { path: composePath(ctx.host), content: renderCompose(ctx.host), mode: '644', label: 'docker-compose.yml' });
-    return `docker-compose.yml pins ${ctx.host.backend_image.split('/').pop()} and ${ctx.host.dashboard_image.split('/').pop()}`;
-  },
+  phases: [
+    phase({
+      facts: host => ({ file: fileFact(composePath(host)) }),
+      plan: ({ file }, host) => fileChanges(file, { path: composePath(host), content: renderCompose(host), mode: '644', label: 'docker-compose.yml' }),
+      ok: (_, host) => `docker-compose.yml pins ${host.backend_image.split('/').pop()} and ${host.dashboard_image.split('/').pop()}`,
+    }),
+  ],
 };
