@@ -45,7 +45,7 @@ export type FactSpec = Record<string, Fact<unknown> | Array<Fact<unknown>>>;
 
 /** The values of a FactSpec's facts, under the same names. */
 export type FactValues<S extends FactSpec> = {
-  [K in keyof S]: S[K] extends Array<Fact<infer T>> ? T[] : S[K] extends Fact<infer T> ? T : never;
+  [K in keyof S]: S[K] extends Array<Fact<infer T>> ? T[] : S[K] extends Fact<infer T> ? T : unknown;
 };
 
 /**

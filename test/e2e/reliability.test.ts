@@ -386,7 +386,7 @@ test('a pg_hba.conf change whose reload failed is reloaded by the next run', { t
     // The block is removed and PostgreSQL reloaded: the backend could no longer reach its database.
     await fleet.exec('dev', `sed -i '/^# BEGIN Managed by convex-ops/,/^# END convex-ops/d' ${hba} && cd / && runuser -u postgres -- psql -XAtqc 'select pg_reload_conf()' >/dev/null`);
     // pg_reload_conf() returns before PostgreSQL has read the file again: poll the login.
-    await waitFor('the login to be refused without the pg_hba block', 10_000, async () => (/no pg_hba\.conf entry/.test(await bridgeLogin()) ? true : undefined));
+    await waitFor('the login to be refused without the pg_hba block', 60_000, async () => (/no pg_hba\.conf entry/.test(await bridgeLogin()) ? true : undefined));
     // The fault strikes the moment the new pg_hba.conf is in place, before the run can reload:
     // PostgreSQL's socket folder becomes unusable (psql, and so pg_reload_conf(), fail), or the
     // run's SSH session is killed.

@@ -104,7 +104,8 @@ export async function waitFor<T>(what: string, timeoutMs: number, probe: () => P
   let lastError: unknown;
   for (;;) {
     try {
-      const value = await withTimeout(probe(), 10_000, what);
+      // One probe may take long on a loaded machine: it gets the time left, and at least 10 s.
+      const value = await withTimeout(probe(), Math.max(10_000, deadline - Date.now()), what);
       if (value !== undefined) return value;
     } catch (error) {
       if (error instanceof GiveUp) throw error;
