@@ -146,12 +146,16 @@ class Bastion {
   readonly ssh: NodeSSH;
   private users = 0;
   private idle?: ReturnType<typeof setTimeout>;
-  private readonly onClose: () => void;
+  /** Takes it out of the run's bastions, so that the next host connects afresh. */
+  private readonly forget: () => void;
+  /** Gives back the bastion this one is reached through. */
+  private readonly releaseBefore: () => void;
 
-  private constructor(endpoint: Endpoint, ssh: NodeSSH, onClose: () => void) {
+  private constructor(endpoint: Endpoint, ssh: NodeSSH, forget: () => void, releaseBefore: () => void) {
     this.endpoint = endpoint;
     this.ssh = ssh;
-    this.onClose = onClose;
+    this.forget = forget;
+    this.releaseBefore = releaseBefore;
   }
 
   /** The last of `hops`, reached through the ones before it. */
@@ -164,13 +168,11 @@ class Bastion {
         const before = hops.length > 1 ? await Bastion.acquire(hops.slice(0, -1), opts) : undefined;
         try {
           const ssh = await openRetrying(endpoint, opts, before);
-          const bastion = new Bastion(endpoint, ssh, () => before?.release());
-          // A bastion that drops is forgotten, so that the next host connects afresh.
+          const forget = () => Bastion.open.get(key) === pending && Bastion.open.delete(key);
+          // A bastion that drops fails the commands in flight on the hosts behind it, which say so.
           ssh.connection?.on('error', () => {});
-          ssh.connection?.on('close', () => {
-            if (Bastion.open.get(key) === pending) Bastion.open.delete(key);
-          });
-          return bastion;
+          ssh.connection?.on('close', forget);
+          return new Bastion(endpoint, ssh, forget, () => before?.release());
         } catch (error) {
           before?.release();
           throw error;
@@ -187,9 +189,9 @@ class Bastion {
   release(): void {
     if (--this.users > 0) return;
     this.idle = setTimeout(() => {
-      for (const [key, pending] of Bastion.open) void pending.then(b => b === this && Bastion.open.delete(key), () => {});
+      this.forget();
       this.ssh.dispose();
-      this.onClose();
+      this.releaseBefore();
     }, Bastion.IDLE_MS);
   }
 
