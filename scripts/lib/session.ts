@@ -242,7 +242,7 @@ export class HostSession {
       host: this.host.name,
       steps: this.results,
       connections: this.conn ? 1 : 0,
-      ...(this.via ? { via: this.via } : {}),
+      ...(this.conn && this.via ? { via: this.via } : {}),
       commands: this.conn?.commands ?? 0,
       seconds: (Date.now() - this.started) / 1000,
     };

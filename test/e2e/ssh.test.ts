@@ -10,15 +10,14 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { useFleet } from '../fleet/index.ts';
 import { FLEET_LABEL } from '../fleet/paths.ts';
-import { docker } from '../fleet/proc.ts';
+import { docker, dockerOut, run as runHere } from '../fleet/proc.ts';
 import { containerIp, portOpen } from '../fleet/droplets.ts';
 import { knownHostsText } from '../fleet/keys.ts';
-import { sshBehindNat } from './ssh-nat.ts';
 
 const LONG = { timeout: 25 * 60_000 };
 const INNER = ['inner', 'inner2'];
 
-const fleet = await useFleet({ name: 'jump', droplets: [{ name: 'bastion' }, { name: 'inner' }, { name: 'inner2', volume: false }] });
+const fleet = await useFleet({ name: 'jump', droplets: [{ name: 'bastion' }, { name: 'inner' }, { name: 'inner2' }] });
 
 const out = (r: { stdout: string; stderr: string }) => `${r.stdout}\n${r.stderr}`;
 const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -26,6 +25,12 @@ const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const bastionLogins = async () => ((await docker(['logs', fleet.droplets.bastion!.container])).stderr.match(/Accepted publickey/g) ?? []).length;
 
 const droplet = (name: string) => fleet.droplets[name]!;
+
+/** iptables in a droplet's network namespace, run from here: a bare droplet has no iptables of its own. */
+async function iptables(name: string, rule: string[]): Promise<void> {
+  const pid = await dockerOut(['inspect', '--format', '{{.State.Pid}}', droplet(name).container]);
+  await runHere('nsenter', ['--target', pid, '--net', 'iptables', ...rule]);
+}
 
 /** Addresses on the inner network. */
 const net = { bastion: '', inner: '', inner2: '' };
@@ -41,7 +46,7 @@ for (const name of INNER) {
   await docker(['network', 'disconnect', fleet.network, container]);
   net[name as 'inner' | 'inner2'] = await containerIp(container, innerNetwork);
   // As a private droplet behind a cloud firewall: SSH from the bastion only.
-  await fleet.exec(name, `iptables -I INPUT -p tcp --dport 22 ! -s ${net.bastion} -j DROP`);
+  await iptables(name, ['-I', 'INPUT', '-p', 'tcp', '--dport', '22', '!', '-s', net.bastion, '-j', 'DROP']);
 }
 
 const knownHosts = join(fleet.dir, 'known_hosts.ssh');
@@ -108,15 +113,19 @@ test('all.ts through a generated ssh config: alias, ProxyJump to an Include\'d b
 });
 
 test('an alias\'s HostName, User, Port and IdentityFile (%h) are used; a forwarding the tool ignores is named', LONG, async () => {
-  const bastion = fleet.droplets.bastion!;
-  const nat = await sshBehindNat(fleet, 'bastion', 2222);
+  const bastion = droplet('bastion');
+  // The bastion's sshd also answers on 2222, as a droplet behind a NAT would.
+  const nat = ['PREROUTING', '-p', 'tcp', '--dport', '2222', '-j', 'REDIRECT', '--to-ports', '22'];
+  await iptables('bastion', ['-t', 'nat', '-A', ...nat]);
+  const natKnownHosts = join(fleet.dir, 'known_hosts.2222');
+  writeFileSync(natKnownHosts, knownHostsText([{ address: `[${bastion.ip}]:2222`, hostKeys: bastion.hostKeys }]));
   try {
-    writeFileSync(join(fleet.dir, 'ssh', 'conf.d', '20-edge.conf'), `Host edge
+    writeFileSync(join(ssh, 'conf.d', '20-edge.conf'), `Host edge
   HostName ${bastion.ip}
   User deploy
   Port 2222
-  IdentityFile ${join(fleet.dir, 'ssh', 'keys')}/%h
-  UserKnownHostsFile ${nat.knownHostsPath}
+  IdentityFile ${join(ssh, 'keys')}/%h
+  UserKnownHostsFile ${natKnownHosts}
   LocalForward 8080 localhost:80
 `);
     const inventory = await fleet.writeInventory('alias', {
@@ -128,7 +137,7 @@ test('an alias\'s HostName, User, Port and IdentityFile (%h) are used; a forward
     assert.match(run.stdout, new RegExp(`bastion +connect +ok .*deploy@${escaped(bastion.ip)}:2222$`, 'm'));
     assert.match(run.stdout, /warning:.*hosts\.bastion: .*config sets LocalForward for edge, which convex-ops does not use/);
   } finally {
-    await nat.remove();
+    await iptables('bastion', ['-t', 'nat', '-D', ...nat]);
   }
 });
 
