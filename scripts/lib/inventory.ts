@@ -377,20 +377,20 @@ function endpointOf(name: string, m: Record<string, unknown>, base: string, ssh:
 }
 
 function configFor(fromInventory: string | undefined, at: string, ssh: SshContext): SshConfig | undefined {
-  const source = sshConfigPath(fromInventory);
-  if (!source) return undefined;
-  if (!ssh.configs.has(source.path)) {
-    const readable = existsSync(source.path);
+  const path = sshConfigPath(fromInventory);
+  if (!path) return undefined;
+  if (!ssh.configs.has(path)) {
+    const readable = existsSync(path);
     if (!readable) {
       ssh.problems.push(
         fromInventory
-          ? `${at}: ${source.path} does not exist. Fix the path, or remove ssh_config to use ~/.ssh/config.`
-          : `CONVEX_OPS_SSH_CONFIG: ${source.path} does not exist. Fix the variable, or unset it to use ~/.ssh/config.`,
+          ? `${at}: ${path} does not exist. Fix the path, or remove ssh_config to use ~/.ssh/config.`
+          : `CONVEX_OPS_SSH_CONFIG: ${path} does not exist. Fix the variable, or unset it to use ~/.ssh/config.`,
       );
     }
-    ssh.configs.set(source.path, readable ? new SshConfig(source.path) : undefined);
+    ssh.configs.set(path, readable ? new SshConfig(path) : undefined);
   }
-  return ssh.configs.get(source.path);
+  return ssh.configs.get(path);
 }
 
 /** The first IdentityFile that exists, as OpenSSH would offer first; with IdentitiesOnly and none given, OpenSSH's default files. */

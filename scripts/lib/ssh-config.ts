@@ -185,10 +185,10 @@ function expandGlob(path: string): string[] {
 }
 
 /** Which ssh config a host's settings come from: the inventory's ssh_config, $CONVEX_OPS_SSH_CONFIG, or ~/.ssh/config if it exists. */
-export function sshConfigPath(fromInventory: string | undefined): { path: string; required: boolean } | undefined {
-  if (fromInventory) return { path: fromInventory, required: true };
+export function sshConfigPath(fromInventory: string | undefined): string | undefined {
+  if (fromInventory) return fromInventory;
   const fromEnvironment = process.env.CONVEX_OPS_SSH_CONFIG;
-  if (fromEnvironment) return { path: resolve(expandHome(fromEnvironment)), required: true };
+  if (fromEnvironment) return resolve(expandHome(fromEnvironment));
   const standard = join(homedir(), '.ssh', 'config');
-  return existsSync(standard) ? { path: standard, required: false } : undefined;
+  return existsSync(standard) ? standard : undefined;
 }
