@@ -7,7 +7,7 @@ import { run } from 'node:test';
 import { tap } from 'node:test/reporters';
 import { repoRoot } from './fleet/paths.ts';
 
-const LONGEST_FIRST = ['reliability', 'debian13', 'install', 'doctor', 'promote', 'ux', 'https'];
+const LONGEST_FIRST = ['reliability', 'debian13', 'install', 'doctor', 'promote', 'ux', 'https', 'ssh'];
 
 const dir = join(repoRoot, 'test', 'e2e');
 const all = readdirSync(dir).filter(name => name.endsWith('.test.ts'));

@@ -14,6 +14,8 @@ export interface HostRun {
   host: string;
   steps: StepResult[];
   connections: number;
+  /** The bastions its connection goes through, e.g. "bastion". */
+  via?: string;
   commands: number;
   seconds: number;
 }
@@ -169,7 +171,7 @@ export class Reporter {
       const part = (name: keyof Recap, colour: (s: string) => string) => (r[name] ? colour(`${name}=${r[name]}`) : `${name}=0`);
       this.say(
         `${this.prefix(run.host)}  ${part('ok', chalk.green)}  ${part('changed', chalk.yellow)}  ${part('failed', chalk.red)}  ${part('skipped', chalk.cyan)}  ` +
-          chalk.dim(`${run.seconds.toFixed(1)}s, ${counted(run.connections, 'connection')}, ${counted(run.commands, 'command')}`),
+          chalk.dim(`${run.seconds.toFixed(1)}s, ${counted(run.connections, 'connection')}${run.via ? ` via ${run.via}` : ''}, ${counted(run.commands, 'command')}`),
       );
       for (const failed of run.steps.filter(s => s.status === 'failed')) {
         this.say(`${this.prefix(run.host)}  ${chalk.red(`failed at ${failed.step}:`)} ${failed.detail.split('\n')[0]}`);
@@ -179,7 +181,7 @@ export class Reporter {
     if (this.json) {
       this.document({
         ...extra,
-        hosts: runs.map(run => ({ host: run.host, steps: run.steps, recap: recapOf(run), connections: run.connections, commands: run.commands, seconds: run.seconds })),
+        hosts: runs.map(run => ({ host: run.host, steps: run.steps, recap: recapOf(run), connections: run.connections, ...(run.via ? { via: run.via } : {}), commands: run.commands, seconds: run.seconds })),
         recap: Object.fromEntries(runs.map(run => [run.host, recapOf(run)])),
         log: this.logPath,
       });

@@ -59,6 +59,11 @@ export class HostSession {
     this.options = options;
   }
 
+  /** The bastions the connection goes through, as the recap names them. */
+  private get via(): string | undefined {
+    return this.host.jump?.length ? this.host.jump.map(hop => hop.name).join(' → ') : undefined;
+  }
+
   get failed(): boolean {
     return this.results.some(r => r.status === 'failed');
   }
@@ -87,7 +92,7 @@ export class HostSession {
         }
       }
       await warming;
-      return `${this.host.user}@${this.host.address}:${this.host.port}`;
+      return `${this.host.user}@${this.host.address}:${this.host.port}${this.via ? ` via ${this.via}` : ''}`;
     });
   }
 
@@ -237,6 +242,7 @@ export class HostSession {
       host: this.host.name,
       steps: this.results,
       connections: this.conn ? 1 : 0,
+      ...(this.conn && this.via ? { via: this.via } : {}),
       commands: this.conn?.commands ?? 0,
       seconds: (Date.now() - this.started) / 1000,
     };
