@@ -1,4 +1,5 @@
 #!/bin/sh
+# {{managed}} from files/convex-ops-backup.sh and the inventory: edit those, not this file.
 # Backups of a self-hosted Convex backend: a pg_dump of its database and a tar of its data and
 # storage folders, verified and checksummed, kept under <root>/backups/<id>/ with rotation.
 #
@@ -24,14 +25,14 @@
 set -eu
 
 # Settings, rendered from the inventory (edit the inventory, not this file).
-VOLUME=@VOLUME@
-ROOT=@ROOT@
-DATABASE=@DATABASE@
-PG_MODE=@PG_MODE@
-PG_USER=@PG_USER@
+VOLUME={{volume}}
+ROOT={{root}}
+DATABASE={{database}}
+PG_MODE={{pg_mode}}
+PG_USER={{pg_user}}
 # libpq settings of an external server (host, port, user, database, verified TLS), values quoted.
-PG_CONNINFO=@PG_CONNINFO@
-KEEP=@KEEP@
+PG_CONNINFO={{pg_conninfo}}
+KEEP={{keep}}
 
 BACKUPS="$ROOT/backups"
 LOCK=/var/lib/convex-ops/backup.lock

@@ -2,7 +2,7 @@
 // Puts a backup back: verify, stop the backend, restore the database and the data and storage
 // folders, start, wait until healthy, then run the checks.
 import { fail, loadHosts, parseArgs, play } from './lib/play.ts';
-import { restore, restoreUsageProblem } from './lib/steps/restore.ts';
+import { restoreSteps, restoreUsageProblem } from './lib/steps/restore.ts';
 import { allChecks } from '../checks/index.ts';
 
 const spec = { booleans: ['yes'], strings: ['backup'] };
@@ -24,6 +24,6 @@ await play({
   --yes                 confirm: the database and data are replaced by the backup's, required
 `,
   ...spec,
-  steps: (_host, run) => [restore(String(run.args.backup))],
+  steps: (_host, run) => restoreSteps(String(run.args.backup)),
   checks: () => allChecks,
 });

@@ -134,6 +134,16 @@ export class HostSession {
     return true;
   }
 
+  /**
+   * A fact's value on this host, typed: as the last run() read it when nothing has changed since
+   * (no command), else read now. The promotion's runbook goes on from what its steps decided on.
+   */
+  async fact<T>(fact: Fact<T>): Promise<T> {
+    if (!this.conn) throw new Error(`${this.host.name}: not connected`);
+    if (!this.cache.has(fact.key)) await gatherFacts(this.conn, [fact], this.cache);
+    return this.cache.get(fact) as T;
+  }
+
   /** Runs the checks; returns whether all of them passed. */
   async checks(checks: Check[], phase: PhaseOptions = {}): Promise<boolean> {
     if (!this.conn || (this.failed && !phase.afterFailure)) return false;

@@ -14,17 +14,19 @@ import type { Role, RoleImages, SourceDigests } from '../steps/promotion.ts';
 import {
   describeImage,
   digestRefOf,
-  IMAGES_BEFORE,
+  installedImages,
   markPromoted,
   preflightSource,
   preflightTarget,
+  previousImagesFact,
   promotionGuard,
   readDigests,
   ROLES,
-  ROLLBACK_REFS,
+  rollbackRefs,
   rollbackTarget,
+  runningImagesFact,
   shortDigest,
-  SOURCE_DIGESTS,
+  sourceDigests,
   withImages,
 } from '../steps/promotion.ts';
 import { allChecks } from '../../../checks/index.ts';
@@ -106,7 +108,8 @@ async function preflight(p: Promotion): Promise<RoleImages | undefined> {
     return c && d;
   });
   if (!ok) return undefined;
-  const before = p.prod.memo.required(IMAGES_BEFORE);
+  // What preflight judged installed: its reading, typed (no second command).
+  const before = installedImages(await p.prod.fact(runningImagesFact), p.target);
   p.record.versions.from = versionsOf(before, role => digestRefOf(before[role]));
   return before;
 }
@@ -127,7 +130,7 @@ function checkSource(p: Promotion, devCandidate: Host): Promise<boolean> {
 /** 4. The exact digests dev runs. */
 async function readSourceDigests(p: Promotion, devCandidate: Host): Promise<SourceDigests | undefined> {
   if (!(await stage(p, '4', `read the digests running on ${p.source.name}`, () => p.dev.run([readDigests], { host: devCandidate })))) return undefined;
-  const proven = p.dev.memo.required(SOURCE_DIGESTS);
+  const proven = sourceDigests(await p.dev.fact(runningImagesFact), devCandidate);
   p.record.versions.to = versionsOf(proven.running, role => proven.digests[role]);
   return proven;
 }
@@ -169,7 +172,7 @@ async function rollBack(p: Promotion, before: RoleImages): Promise<number> {
   p.reporter.say(chalk.red(`\n${target.name} failed with ${source.name}'s images: rolling back to the images it ran before (its data is not restored).`));
   const rolledBack = await stage(p, '7b', `roll ${target.name} back to ${describeImage(before.backend)} and ${describeImage(before.dashboard)}`, async () => {
     if (!(await prod.run([rollbackTarget(target, before)], { afterFailure: true }))) return false;
-    const refs = prod.memo.required(ROLLBACK_REFS);
+    const refs = rollbackRefs(await prod.fact(previousImagesFact(target, before)), before);
     record.rollback = refs;
     const previous = withImages(target, refs);
     return (await prod.run(allSteps(previous, p.run), { host: previous, afterFailure: true })) && (await runChecks(p, prod, `${target.name} after rollback`, previous, true));

@@ -1,37 +1,39 @@
 // Backups: files/convex-ops-backup.sh holds all of the logic (dump, archive, verify, checksum,
 // rotate). The backup step installs it, rendered with the host's settings, and runs it; the
-// daily timer or cron job runs the same file; read-only uses (the size estimate, verifying a
-// backup before a restore, the list) run the rendered text without installing anything.
-import { readFileSync } from 'node:fs';
+// daily timer or cron job (files/convex-ops-backup.{service,timer,cron}) runs the same file;
+// read-only uses (the size estimate, verifying a backup before a restore, the list) run the
+// rendered text without installing anything.
 import type { Host } from '../inventory.ts';
 import { databaseName } from '../inventory.ts';
-import type { Fact, Step, StepContext } from '../step.ts';
-import { memoKey } from '../step.ts';
-import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
-import { ensurePackages, initSystem, installedPackages, serviceScript } from '../system.ts';
+import type { Fact, Step } from '../step.ts';
+import { memoKey, pendingHandlers } from '../step.ts';
+import type { FileState } from '../files.ts';
+import { fileFact, MANAGED_MARKER } from '../files.ts';
+import type { Change, Handler } from '../plan.ts';
+import { fileChanges, packageChanges, phase, withHandler } from '../plan.ts';
+import type { Packages } from '../system.ts';
+import { initSystem, installedPackages, serviceScript } from '../system.ts';
 import { quote, sh } from '../shell.ts';
+import { renderTemplate, templateText } from '../templates.ts';
 import { externalConninfo } from './postgres.ts';
-
-const TEMPLATE = new URL('../../../files/convex-ops-backup.sh', import.meta.url);
 
 /** Where the script lives on the droplet; the scheduled job runs it from there. */
 export const BACKUP_SCRIPT = '/usr/local/sbin/convex-ops-backup';
 export const backupsDir = (host: Host) => `${host.root}/backups`;
 export const BACKUP_ID = /^\d{8}T\d{6}Z$/;
+export const BACKUP_LOG = '/var/log/convex-ops-backup.log';
 
+/** A file of files/ rendered with these values (the marker and the script's paths are known to all). */
+function render(name: string, values: Record<string, string | number> = {}): string {
+  return renderTemplate(templateText(name), { managed: MANAGED_MARKER, script: BACKUP_SCRIPT, log: BACKUP_LOG, ...values }, name);
+}
+
+/** The backup script with the host's settings, each a quoted sh word. */
 export function renderBackupScript(host: Host): string {
-  const settings: Record<string, string | number> = {
-    VOLUME: host.volume,
-    ROOT: host.root,
-    DATABASE: databaseName(host),
-    PG_MODE: host.postgres.mode,
-    PG_USER: host.postgres.user,
-    PG_CONNINFO: host.postgres.mode === 'external' ? externalConninfo(host, databaseName(host), 10) : '',
-    KEEP: host.backup.keep,
-  };
-  const text = readFileSync(TEMPLATE, 'utf8').replace(/@([A-Z_]+)@/g, (whole, key: string) => (key in settings ? quote(settings[key]!) : whole));
-  // The marker goes on the second line: the first stays the shebang.
-  return text.replace(/^(#!.*\n)/, `$1# ${MANAGED_MARKER} from files/convex-ops-backup.sh and the inventory: edit those, not this file.\n`);
+  const database = databaseName(host);
+  const conninfo = host.postgres.mode === 'external' ? externalConninfo(host, database, 10) : '';
+  const settings = { volume: host.volume, root: host.root, database, pg_mode: host.postgres.mode, pg_user: host.postgres.user, pg_conninfo: conninfo, keep: host.backup.keep };
+  return render('convex-ops-backup.sh', Object.fromEntries(Object.entries(settings).map(([key, value]) => [key, quote(value)])));
 }
 
 /** The rendered script run in place, e.g. `estimate` or `verify ID`: nothing is installed. */
@@ -39,21 +41,33 @@ export function backupScriptInline(host: Host, ...args: string[]): string {
   return sh`sh -c ${renderBackupScript(host)} convex-ops-backup ${args}`;
 }
 
+/** The rendered script run in place as a fact, its error (facts drop stderr) on stdout. */
+function backupScriptFact<T>(host: Host, args: string[], parse: (out: string, code: number) => T): Fact<T> {
+  return { key: `backup-script:${host.volume}:${args.join(' ')}`, command: `${backupScriptInline(host, ...args)} 2>&1`, parse };
+}
+
+/** The last line of a failed run of the script: its error. */
+const failure = (out: string, code: number) => out.trim().split('\n').pop() || `exit ${code}`;
+
 export interface BackupEstimate { need: number; free: number }
 
-/** What a backup of this host would take, and what is free where it would go. */
+/** What a backup of this host would take, and what is free where it would go; else the error. */
 export function backupEstimateFact(host: Host): Fact<BackupEstimate | string> {
-  return {
-    key: `backup-estimate:${host.volume}`,
-    // stderr is dropped by facts, so the script's error goes to stdout here.
-    command: `${backupScriptInline(host, 'estimate')} 2>&1`,
-    parse: (out, code) => {
-      const need = /^NEED (\d+)$/m.exec(out);
-      const free = /^FREE (\d+)$/m.exec(out);
-      if (code !== 0 || !need || !free) return out.trim().split('\n').pop() || `exit ${code}`;
-      return { need: Number(need[1]), free: Number(free[1]) };
-    },
-  };
+  return backupScriptFact(host, ['estimate'], (out, code) => {
+    const need = /^NEED (\d+)$/m.exec(out);
+    const free = /^FREE (\d+)$/m.exec(out);
+    return code === 0 && need && free ? { need: Number(need[1]), free: Number(free[1]) } : failure(out, code);
+  });
+}
+
+/** The ids of the good backups, oldest first; else the error. */
+export function backupListFact(host: Host): Fact<string[] | string> {
+  return backupScriptFact(host, ['list'], (out, code) => (code === 0 ? out.split('\n').filter(Boolean) : failure(out, code)));
+}
+
+/** Nothing when backup `id` is whole and readable; else what is wrong with it. */
+export function backupProblemFact(host: Host, id: string): Fact<string | undefined> {
+  return backupScriptFact(host, ['verify', id], (out, code) => (code === 0 ? undefined : failure(out, code)));
 }
 
 export function formatBytes(bytes: number): string {
@@ -67,36 +81,42 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-export async function installBackupScript(ctx: StepContext): Promise<void> {
-  await ensureFile(ctx, { path: BACKUP_SCRIPT, content: renderBackupScript(ctx.host), mode: '755', label: BACKUP_SCRIPT });
+/** Installs (or updates) the backup script, or nothing when it is as rendered. */
+export function installBackupScript(state: FileState, host: Host): Change[] {
+  return fileChanges(state, { path: BACKUP_SCRIPT, content: renderBackupScript(host), mode: '755', label: BACKUP_SCRIPT });
 }
 
 export interface BackupMade { id: string; path: string; bytes: number; rotated: string[] }
 
-/** What the backup step made (all.ts --promote records it). */
+/** The backup this run made, a safety backup included (all.ts --promote records it). */
 export const BACKUP_MADE = memoKey<BackupMade>('backup');
 
+/** What the script printed about the backup it made. */
+export function parseBackupMade(stdout: string, host: Host): BackupMade {
+  const made = /^BACKUP (\S+) (\d+)$/m.exec(stdout);
+  if (!made) throw new Error(`${BACKUP_SCRIPT} finished without naming its backup:\n${stdout}`);
+  const rotated = [...stdout.matchAll(/^ROTATED (\S+)$/gm)].map(m => m[1]!);
+  return { id: made[1]!, path: `${backupsDir(host)}/${made[1]}`, bytes: Number(made[2]), rotated };
+}
+
 /**
- * Makes a backup now with the installed script and reports it; under --check, says it would.
+ * A backup now, with the installed script, recorded as BACKUP_MADE and named in the output.
  * `before` names what a safety backup is made for: such a backup is not followed by a rotation,
  * which could otherwise delete the very backup about to be restored.
  */
-export async function makeBackup(ctx: StepContext, opts: { before?: string } = {}): Promise<BackupMade | undefined> {
-  const { host } = ctx;
-  const what = opts.before ? `safety backup before ${opts.before}` : 'backup';
-  await installBackupScript(ctx);
-  if (ctx.check) {
-    ctx.changes.push(opts.before ? `make a ${what} in ${backupsDir(host)}/<id>` : `make a backup in ${backupsDir(host)}/<id>, then keep the newest ${host.backup.keep}`);
-    return undefined;
-  }
-  const out = await ctx.run(`${BACKUP_SCRIPT} run${opts.before ? ' --no-rotate' : ''}`, what, { onOutput: chunk => ctx.progress(chunk) });
-  const made = /^BACKUP (\S+) (\d+)$/m.exec(out.stdout);
-  if (!made) throw new Error(`${BACKUP_SCRIPT} finished without naming its backup:\n${out.stdout}${out.stderr}`);
-  const rotated = [...out.stdout.matchAll(/^ROTATED (\S+)$/gm)].map(m => m[1]!);
-  const result: BackupMade = { id: made[1]!, path: `${backupsDir(host)}/${made[1]}`, bytes: Number(made[2]), rotated };
-  ctx.changes.push(`${what} ${result.id} (${formatBytes(result.bytes)}, verified) in ${result.path}`);
-  if (rotated.length) ctx.changes.push(`rotated away ${rotated.join(', ')} (keep = ${host.backup.keep})`);
-  return result;
+export function makeBackup(host: Host, before?: string): Change {
+  const what = before ? `safety backup before ${before}` : 'backup';
+  return {
+    label: before ? `make a ${what} in ${backupsDir(host)}/<id>` : `make a backup in ${backupsDir(host)}/<id>, then keep the newest ${host.backup.keep}`,
+    script: `${BACKUP_SCRIPT} run${before ? ' --no-rotate' : ''}`,
+    streams: true,
+    after: (stdout, memo) => {
+      const made = parseBackupMade(stdout, host);
+      memo.set(BACKUP_MADE, made);
+      const rotated = made.rotated.length ? `; rotated away ${made.rotated.join(', ')} (keep = ${host.backup.keep})` : '';
+      return `${what} ${made.id} (${formatBytes(made.bytes)}, verified) in ${made.path}${rotated}`;
+    },
+  };
 }
 
 /**
@@ -105,21 +125,30 @@ export async function makeBackup(ctx: StepContext, opts: { before?: string } = {
  */
 export const backup: Step = {
   name: 'backup',
-  facts: () => [fileFact(BACKUP_SCRIPT)],
-  async run(ctx) {
-    const made = await makeBackup(ctx);
-    if (made) ctx.memo.set(BACKUP_MADE, made);
-  },
+  phases: [
+    phase({
+      facts: () => ({ script: fileFact(BACKUP_SCRIPT) }),
+      plan: ({ script }, host) => [...installBackupScript(script, host), makeBackup(host)],
+    }),
+  ],
 };
 
 /** Lists the good backups (read-only). */
 export const listBackups: Step = {
   name: 'backups',
-  async run(ctx) {
-    const out = await ctx.run(backupScriptInline(ctx.host, 'list'), 'list backups');
-    const ids = out.stdout.split('\n').filter(Boolean);
-    return ids.length ? `${ids.length} good backup(s) in ${backupsDir(ctx.host)}: ${ids.join(', ')}` : `no backup in ${backupsDir(ctx.host)} yet`;
-  },
+  phases: [
+    phase({
+      facts: (host: Host) => ({ list: backupListFact(host) }),
+      plan: ({ list }) => {
+        if (typeof list === 'string') throw new Error(`cannot list the backups: ${list}`);
+        return [];
+      },
+      ok: ({ list }, host) => {
+        const ids = typeof list === 'string' ? [] : list;
+        return ids.length ? `${ids.length} good backup(s) in ${backupsDir(host)}: ${ids.join(', ')}` : `no backup in ${backupsDir(host)} yet`;
+      },
+    }),
+  ],
 };
 
 // ------------------------------------------------------------------------------------ schedule
@@ -128,20 +157,15 @@ const UNIT = 'convex-ops-backup';
 const CRON_FILE = '/etc/cron.d/convex-ops-backup';
 const SERVICE_FILE = `/etc/systemd/system/${UNIT}.service`;
 const TIMER_FILE = `/etc/systemd/system/${UNIT}.timer`;
-export const BACKUP_LOG = '/var/log/convex-ops-backup.log';
 
-export const cronFile = (): string =>
-  `# ${MANAGED_MARKER} (scripts/backup.ts --schedule): a daily backup of the Convex backend.\n` +
-  `SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n` +
-  `17 3 * * * root ${BACKUP_SCRIPT} run >>${BACKUP_LOG} 2>&1\n`;
+/** A changed unit file needs systemd to read it again, and the timer enabled and started. */
+const ENABLE_TIMER: Handler = {
+  name: `${UNIT}-timer`,
+  label: `enable and start ${UNIT}.timer`,
+  script: sh`systemctl daemon-reload && systemctl enable --now ${`${UNIT}.timer`}`,
+};
 
-const serviceUnit = (): string =>
-  `# ${MANAGED_MARKER} (scripts/backup.ts --schedule)\n[Unit]\nDescription=Backup of the Convex backend (convex-ops)\nAfter=docker.service postgresql.service\n\n` +
-  `[Service]\nType=oneshot\nExecStart=${BACKUP_SCRIPT} run\nNice=10\nIOSchedulingClass=idle\n`;
-
-const timerUnit = (): string =>
-  `# ${MANAGED_MARKER} (scripts/backup.ts --schedule)\n[Unit]\nDescription=Daily backup of the Convex backend (convex-ops)\n\n` +
-  `[Timer]\nOnCalendar=*-*-* 03:17:00\nRandomizedDelaySec=15m\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n`;
+export const cronFile = (): string => render('convex-ops-backup.cron');
 
 const timerState: Fact<string> = {
   key: 'backup-timer',
@@ -155,28 +179,58 @@ const cronRunning: Fact<boolean> = {
   parse: out => out.includes('running'),
 };
 
+export interface ScheduleFacts {
+  script: FileState;
+  init: 'systemd' | 'other';
+  packages: Packages;
+  cron: FileState;
+  service: FileState;
+  timer: FileState;
+  /** `systemctl is-enabled` and `is-active` of the timer, e.g. "enabled active". */
+  timerState: string;
+  pending: string[];
+}
+
+/** The script, and its daily run: a systemd timer where PID 1 is systemd, else a cron.d entry. */
+export function planBackupSchedule(facts: ScheduleFacts, host: Host): Change[] {
+  const script = installBackupScript(facts.script, host);
+  if (facts.init !== 'systemd') {
+    return [...script, ...packageChanges(facts.packages, ['cron']), ...fileChanges(facts.cron, { path: CRON_FILE, content: cronFile(), mode: '644', label: CRON_FILE })];
+  }
+  const units = [
+    ...fileChanges(facts.service, { path: SERVICE_FILE, content: render(`${UNIT}.service`), mode: '644', label: `${UNIT}.service` }, ENABLE_TIMER.name),
+    ...fileChanges(facts.timer, { path: TIMER_FILE, content: render(`${UNIT}.timer`), mode: '644', label: `${UNIT}.timer` }, ENABLE_TIMER.name),
+  ];
+  // A timer found disabled or stopped is enabled and started as a changed unit's would be.
+  const pending = facts.timerState === 'enabled active' ? facts.pending : [...facts.pending, ENABLE_TIMER.name];
+  return [...script, ...withHandler(units, ENABLE_TIMER, pending)];
+}
+
 /**
  * A daily run of the backup script: a systemd timer where PID 1 is systemd, else a cron.d entry
- * (with cron installed and running).
+ * with cron running (read again once cron is installed: its package may have started it).
  */
 export const backupSchedule: Step = {
   name: 'backup-schedule',
-  facts: () => [fileFact(BACKUP_SCRIPT), initSystem, installedPackages, fileFact(CRON_FILE), fileFact(SERVICE_FILE), fileFact(TIMER_FILE), cronRunning],
-  async run(ctx) {
-    await installBackupScript(ctx);
-    if ((await ctx.fact(initSystem)) === 'systemd') {
-      const service = await ensureFile(ctx, { path: SERVICE_FILE, content: serviceUnit(), mode: '644', label: `${UNIT}.service` });
-      const timer = await ensureFile(ctx, { path: TIMER_FILE, content: timerUnit(), mode: '644', label: `${UNIT}.timer` });
-      if (service || timer || (await ctx.fact(timerState)) !== 'enabled active') {
-        await ctx.change(`enable and start ${UNIT}.timer`, () => ctx.run(sh`systemctl daemon-reload && systemctl enable --now ${`${UNIT}.timer`}`, 'enable timer'));
-      }
-      return `${UNIT}.timer runs ${BACKUP_SCRIPT} daily at 03:17 (+ up to 15 min)`;
-    }
-    await ensurePackages(ctx, ['cron']);
-    await ensureFile(ctx, { path: CRON_FILE, content: cronFile(), mode: '644', label: CRON_FILE });
-    if (!(await ctx.fact(cronRunning))) {
-      await ctx.change('start cron', () => ctx.run(serviceScript('cron', 'enable-start'), 'start cron'));
-    }
-    return `${CRON_FILE} runs ${BACKUP_SCRIPT} daily at 03:17, logging to ${BACKUP_LOG}`;
-  },
+  phases: [
+    phase({
+      facts: () => ({
+        script: fileFact(BACKUP_SCRIPT),
+        init: initSystem,
+        packages: installedPackages,
+        cron: fileFact(CRON_FILE),
+        service: fileFact(SERVICE_FILE),
+        timer: fileFact(TIMER_FILE),
+        timerState,
+        pending: pendingHandlers,
+      }),
+      plan: planBackupSchedule,
+    }),
+    phase({
+      facts: () => ({ init: initSystem, cronRunning }),
+      plan: ({ init, cronRunning }) => (init !== 'systemd' && !cronRunning ? [{ label: 'start cron', script: serviceScript('cron', 'enable-start') }] : []),
+      ok: ({ init }) =>
+        init === 'systemd' ? `${UNIT}.timer runs ${BACKUP_SCRIPT} daily at 03:17 (+ up to 15 min)` : `${CRON_FILE} runs ${BACKUP_SCRIPT} daily at 03:17, logging to ${BACKUP_LOG}`,
+    }),
+  ],
 };

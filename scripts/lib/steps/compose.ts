@@ -1,6 +1,5 @@
 // <root>/docker-compose.yml, built with the yaml package from files/docker-compose.yml plus the
 // host's values. Secrets stay in .env and reach the containers through ${…} interpolation.
-import { readFileSync } from 'node:fs';
 import type { Host } from '../inventory.ts';
 import type { Step } from '../step.ts';
 import { fileFact, MANAGED_MARKER } from '../files.ts';
@@ -9,8 +8,7 @@ import { CONVEX_NETWORK } from './docker.ts';
 import { PG_CA_PATH } from './postgres.ts';
 import { composePath } from './secret.ts';
 import { loadYaml, yaml } from '../yaml.ts';
-
-const DEFINITION = new URL('../../../files/docker-compose.yml', import.meta.url);
+import { templateText } from '../templates.ts';
 
 interface Service { image: string; ports: string[]; volumes?: string[]; environment: Record<string, string> }
 interface ComposeFile { services: { backend: Service; dashboard: Service }; networks: { default: { name: string } } }
@@ -23,7 +21,7 @@ export function origins(host: Host): { cloud: string; site: string; dashboard: s
 }
 
 export function renderCompose(host: Host): string {
-  const doc = yaml().parse(readFileSync(DEFINITION, 'utf8')) as ComposeFile;
+  const doc = yaml().parse(templateText('docker-compose.yml')) as ComposeFile;
   const { backend, dashboard } = doc.services;
   const { cloud, site } = origins(host);
   // On loopback only with domains (nginx is in front) and with firewall = true: ports Docker

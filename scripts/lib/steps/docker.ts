@@ -113,14 +113,17 @@ export const containersFact: Fact<Map<string, ContainerState>> = engineView(engi
   return containers;
 });
 
+/** The compose command of a host in this state. */
+export function composeCli(state: DockerState): string {
+  if (state.compose === 'none') throw new Error('Docker Compose is not installed. Run scripts/docker.ts first.');
+  return state.compose === 'v2' ? 'docker compose' : 'docker-compose';
+}
+
 /** The compose command on this host, read from the facts. */
 export async function composeCommand(ctx: StepContext): Promise<string> {
   const state = await ctx.fact(dockerState);
-  if (state.compose === 'none') {
-    if (ctx.check) return 'docker compose';
-    throw new Error('Docker Compose is not installed. Run scripts/docker.ts first.');
-  }
-  return state.compose === 'v2' ? 'docker compose' : 'docker-compose';
+  if (state.compose === 'none' && ctx.check) return 'docker compose';
+  return composeCli(state);
 }
 
 /** The packages (apt alternatives joined by |) the docker step installs, given what is there. */

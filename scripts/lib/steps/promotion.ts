@@ -3,8 +3,9 @@
 // stale inventory cannot silently undo a promotion.
 import type { Host } from '../inventory.ts';
 import type { Fact, Step } from '../step.ts';
-import { memoKey, STATE_DIR } from '../step.ts';
-import { ensureFile, fileFact } from '../files.ts';
+import { STATE_DIR } from '../step.ts';
+import { fileFact } from '../files.ts';
+import { fileChanges, phase } from '../plan.ts';
 import { sh } from '../shell.ts';
 import { imagesFact } from './up.ts';
 import { CONTAINERS } from './docker.ts';
@@ -109,133 +110,182 @@ const promotedFact: Fact<PromotedMark | undefined> = {
 };
 
 /**
- * Refuses a run that would put back the images a promotion replaced, while the host still runs
- * the promoted ones: what an inventory not updated after the promotion would do. The inventory
- * stays the source of truth — pin the promoted digests there, or pass --allow-rollback.
+ * What a run with this host's images would undo of the promotion the mark records: the message
+ * that refuses it, or nothing. An inventory not updated after a promotion would put back the
+ * images it replaced while the host still runs the promoted ones.
+ */
+export function promotionUndone(mark: PromotedMark | undefined, running: Partial<RoleImages>, host: Host): string | undefined {
+  if (!mark) return undefined;
+  const undone = ROLES.filter(role => running[role]?.ref === mark.promoted[role] && host[imageKey(role)] === mark.previous[role] && mark.previous[role] !== mark.promoted[role]);
+  if (undone.length === 0) return undefined;
+  const pins = ROLES.map(role => `${imageKey(role)} = "${mark.promoted[role]}"`).join(' and ');
+  return (
+    `${host.name} runs what was promoted from ${mark.from} at ${mark.time.slice(0, 19)}Z, but the inventory pins what it ran before ` +
+    `(${undone.map(r => mark.previous[r].split('/').pop()).join(', ')}): this run would roll the promotion back. ` +
+    `Pin ${pins} in [hosts.${host.name}], or pass --allow-rollback to go back on purpose.`
+  );
+}
+
+/**
+ * Refuses a run that would roll a promotion back (promotionUndone). The inventory stays the
+ * source of truth — pin the promoted digests there, or pass --allow-rollback.
  */
 export function promotionGuard(allowRollback: boolean): Step {
   return {
     name: 'promotion-guard',
-    facts: () => [promotedFact, runningImagesFact],
-    async run(ctx) {
-      const mark = await ctx.fact(promotedFact);
-      if (!mark) return 'no promotion to protect';
-      const running = await ctx.fact(runningImagesFact);
-      const undone = ROLES.filter(role => running[role]?.ref === mark.promoted[role] && ctx.host[imageKey(role)] === mark.previous[role] && mark.previous[role] !== mark.promoted[role]);
-      if (undone.length === 0) return `the inventory does not undo the promotion from ${mark.from} at ${mark.time}`;
-      const pins = ROLES.map(role => `${imageKey(role)} = "${mark.promoted[role]}"`).join(' and ');
-      const message =
-        `${ctx.host.name} runs what was promoted from ${mark.from} at ${mark.time.slice(0, 19)}Z, but the inventory pins what it ran before ` +
-        `(${undone.map(r => mark.previous[r].split('/').pop()).join(', ')}): this run would roll the promotion back. ` +
-        `Pin ${pins} in [hosts.${ctx.host.name}], or pass --allow-rollback to go back on purpose.`;
-      if (allowRollback) {
-        ctx.warn(message.replace(/ Pin .*$/, ' Going ahead: --allow-rollback.'));
-        return 'rolling the promotion back on purpose (--allow-rollback)';
-      }
-      throw new Error(message + ' Nothing was changed.');
-    },
+    phases: [
+      phase({
+        facts: () => ({ mark: promotedFact, running: runningImagesFact }),
+        plan: ({ mark, running }, host) => {
+          const undone = promotionUndone(mark, running, host);
+          if (undone && !allowRollback) throw new Error(`${undone} Nothing was changed.`);
+          return [];
+        },
+        warnings: ({ mark, running }, host) => {
+          const undone = promotionUndone(mark, running, host);
+          return undone ? [undone.replace(/ Pin .*$/, ' Going ahead: --allow-rollback.')] : [];
+        },
+        ok: ({ mark, running }, host) => {
+          if (!mark) return 'no promotion to protect';
+          if (promotionUndone(mark, running, host)) return 'rolling the promotion back on purpose (--allow-rollback)';
+          return `the inventory does not undo the promotion from ${mark.from} at ${mark.time}`;
+        },
+      }),
+    ],
   };
 }
 
 export function markPromoted(mark: PromotedMark): Step {
   return {
     name: 'record-promotion',
-    facts: () => [fileFact(PROMOTED_PATH)],
-    async run(ctx) {
-      await ensureFile(ctx, { path: PROMOTED_PATH, content: JSON.stringify(mark, null, 2) + '\n', mode: '644', label: PROMOTED_PATH });
-      return `${PROMOTED_PATH} up to date`;
-    },
+    phases: [
+      phase({
+        facts: () => ({ file: fileFact(PROMOTED_PATH) }),
+        plan: ({ file }) => fileChanges(file, { path: PROMOTED_PATH, content: JSON.stringify(mark, null, 2) + '\n', mode: '644', label: PROMOTED_PATH }),
+        ok: () => `${PROMOTED_PATH} up to date`,
+      }),
+    ],
   };
 }
 
 // ------------------------------------------------------------------------------ the runbook's steps
+// Each refuses (throws) or changes nothing. What the runbook goes on with is derived, by the
+// same functions, from the facts these steps read: it reads them with HostSession.fact().
 
-/** What the target ran before the promotion (left by preflightTarget). */
-export const IMAGES_BEFORE = memoKey<RoleImages>('the images before the promotion');
-
-/** The candidate as the source runs it, and its digests (left by readDigests). */
-export interface SourceDigests {
-  digests: Record<Role, string>;
-  running: RoleImages;
+/** Both Convex containers, or the refusal: the host is not installed. */
+export function installedImages(running: Partial<RoleImages>, host: Host): RoleImages {
+  const { backend, dashboard } = running;
+  if (backend && dashboard) return { backend, dashboard };
+  const missing = ROLES.filter(role => !running[role]);
+  throw new Error(`${missing.map(r => CONTAINERS[r]).join(' and ')} not found: ${host.name} is not installed. Run all.ts --host ${host.name} first; nothing was changed.`);
 }
-export const SOURCE_DIGESTS = memoKey<SourceDigests>('the digests the source runs');
-
-/** The references the target goes back to (left by rollbackTarget). */
-export const ROLLBACK_REFS = memoKey<Record<Role, string>>('the references to roll back to');
 
 /** Prod: both containers running, and room for the backup taken before anything changes. */
 export const preflightTarget: Step = {
   name: 'preflight',
-  facts: host => [runningImagesFact, backupEstimateFact(host)],
-  async run(ctx) {
-    const running = await ctx.fact(runningImagesFact);
-    const { backend, dashboard } = running;
-    if (!backend || !dashboard) {
-      const missing = ROLES.filter(role => !running[role]);
-      throw new Error(`${missing.map(r => CONTAINERS[r]).join(' and ')} not found: ${ctx.host.name} is not installed. Run all.ts --host ${ctx.host.name} first; nothing was changed.`);
-    }
-    const estimate = await ctx.fact(backupEstimateFact(ctx.host));
-    if (typeof estimate === 'string') throw new Error(`cannot estimate the size of a backup: ${estimate}`);
-    if (estimate.free < estimate.need) {
-      throw new Error(`not enough free disk for the backup taken before the promotion: ${formatBytes(estimate.free)} free on ${ctx.host.volume}, up to ${formatBytes(estimate.need)} needed. Free some space (old backups: [backup] keep); nothing was changed.`);
-    }
-    ctx.memo.set(IMAGES_BEFORE, { backend, dashboard });
-    return `runs ${describeImage(backend)} and ${describeImage(dashboard)}; a backup needs up to ${formatBytes(estimate.need)}, ${formatBytes(estimate.free)} free`;
-  },
+  phases: [
+    phase({
+      facts: (host: Host) => ({ running: runningImagesFact, estimate: backupEstimateFact(host) }),
+      plan: ({ running, estimate }, host) => {
+        installedImages(running, host);
+        if (typeof estimate === 'string') throw new Error(`cannot estimate the size of a backup: ${estimate}`);
+        if (estimate.free < estimate.need) {
+          throw new Error(`not enough free disk for the backup taken before the promotion: ${formatBytes(estimate.free)} free on ${host.volume}, up to ${formatBytes(estimate.need)} needed. Free some space (old backups: [backup] keep); nothing was changed.`);
+        }
+        return [];
+      },
+      ok: ({ running, estimate }) => {
+        const room = typeof estimate === 'string' ? '' : `; a backup needs up to ${formatBytes(estimate.need)}, ${formatBytes(estimate.free)} free`;
+        return `runs ${describeImage(running.backend)} and ${describeImage(running.dashboard)}${room}`;
+      },
+    }),
+  ],
 };
 
 /** Dev: reachable (the session's connect) and what it runs now, for the record. */
 export const preflightSource: Step = {
   name: 'preflight',
-  facts: () => [runningImagesFact],
-  async run(ctx) {
-    const running = await ctx.fact(runningImagesFact);
-    return running.backend ? `runs ${describeImage(running.backend)} and ${describeImage(running.dashboard)}` : 'no Convex containers yet';
-  },
+  phases: [
+    phase({
+      facts: () => ({ running: runningImagesFact }),
+      plan: () => [],
+      ok: ({ running }) => (running.backend ? `runs ${describeImage(running.backend)} and ${describeImage(running.dashboard)}` : 'no Convex containers yet'),
+    }),
+  ],
 };
+
+/** The candidate as the source runs it, and its digests. */
+export interface SourceDigests {
+  digests: Record<Role, string>;
+  running: RoleImages;
+}
+
+/** The exact digests dev runs the candidate (the host's images) by; or the refusal. */
+export function sourceDigests(found: Partial<RoleImages>, host: Host): SourceDigests {
+  const digests = {} as Record<Role, string>;
+  const running = {} as RoleImages;
+  for (const role of ROLES) {
+    const image = found[role];
+    const wanted = host[imageKey(role)];
+    if (!image || image.ref !== wanted) throw new Error(`${CONTAINERS[role]} runs ${image?.ref ?? 'nothing'}, not the candidate ${wanted}`);
+    const digest = digestRefOf(image);
+    if (!digest) {
+      throw new Error(`${image.ref} (${image.imageId}) has no registry digest on ${host.name}: only an image pulled from a registry can be promoted, so that prod pulls the very same one.`);
+    }
+    digests[role] = digest;
+    running[role] = image;
+  }
+  return { digests, running };
+}
 
 /** Dev after its checks: the exact digests its containers run, for prod to run the same bytes. */
 export const readDigests: Step = {
   name: 'read-digests',
-  facts: () => [runningImagesFact],
-  async run(ctx) {
-    const found = await ctx.fact(runningImagesFact);
-    const digests = {} as Record<Role, string>;
-    const running = {} as RoleImages;
-    for (const role of ROLES) {
-      const image = found[role];
-      const wanted = ctx.host[imageKey(role)];
-      if (!image || image.ref !== wanted) throw new Error(`${CONTAINERS[role]} runs ${image?.ref ?? 'nothing'}, not the candidate ${wanted}`);
-      const digest = digestRefOf(image);
-      if (!digest) {
-        throw new Error(`${image.ref} (${image.imageId}) has no registry digest on ${ctx.host.name}: only an image pulled from a registry can be promoted, so that prod pulls the very same one.`);
-      }
-      digests[role] = digest;
-      running[role] = image;
-    }
-    ctx.memo.set(SOURCE_DIGESTS, { digests, running });
-    return ROLES.map(role => `${shortDigest(digests[role])} (${running[role].version || running[role].revision.slice(0, 12) || 'no version label'})`).join(', ');
-  },
+  phases: [
+    phase({
+      facts: () => ({ found: runningImagesFact }),
+      plan: ({ found }, host) => {
+        sourceDigests(found, host);
+        return [];
+      },
+      ok: ({ found }, host) => {
+        const { digests, running } = sourceDigests(found, host);
+        return ROLES.map(role => `${shortDigest(digests[role])} (${running[role].version || running[role].revision.slice(0, 12) || 'no version label'})`).join(', ');
+      },
+    }),
+  ],
 };
+
+/** What prod knows of the images it ran before the promotion, under those references. */
+export function previousImagesFact(target: Host, before: RoleImages): Fact<Map<string, string>> {
+  return imagesFact(withImages(target, { backend: before.backend.ref, dashboard: before.dashboard.ref }));
+}
 
 /**
  * The references prod goes back to: what its containers ran before, as long as that reference
- * still names the same image on prod; else that image's digest.
+ * still names the same image on prod (`ids`, previousImagesFact); else that image's digest.
  */
+export function rollbackRefs(ids: Map<string, string>, before: RoleImages): Record<Role, string> {
+  const refs = {} as Record<Role, string>;
+  for (const role of ROLES) {
+    const image = before[role];
+    refs[role] = ids.get(image.ref) === image.imageId ? image.ref : (digestRefOf(image) ?? image.ref);
+  }
+  return refs;
+}
+
 export function rollbackTarget(target: Host, before: RoleImages): Step {
-  const previous = withImages(target, { backend: before.backend.ref, dashboard: before.dashboard.ref });
   return {
     name: 'rollback-target',
-    facts: () => [imagesFact(previous)],
-    async run(ctx) {
-      const ids = await ctx.fact(imagesFact(previous));
-      const refs = {} as Record<Role, string>;
-      for (const role of ROLES) {
-        const image = before[role];
-        refs[role] = ids.get(image.ref) === image.imageId ? image.ref : (digestRefOf(image) ?? image.ref);
-      }
-      ctx.memo.set(ROLLBACK_REFS, refs);
-      return `back to ${refs.backend} and ${refs.dashboard}`;
-    },
+    phases: [
+      phase({
+        facts: () => ({ ids: previousImagesFact(target, before) }),
+        plan: () => [],
+        ok: ({ ids }) => {
+          const refs = rollbackRefs(ids, before);
+          return `back to ${refs.backend} and ${refs.dashboard}`;
+        },
+      }),
+    ],
   };
 }

@@ -1,17 +1,22 @@
 // Restore a backup made by the backup step: verify it, make a safety backup of what is there now
-// (the backup step's own code, without rotation), stop the backend (compose stop — never
+// (the backup step's own change, without rotation), stop the backend (compose stop — never
 // `down`, never `-v`), restore the database in one transaction as the role that owns it, swap
 // the data and storage folders for the backup's (the old ones kept aside until the backend is
-// healthy again), start the backend and wait until it is healthy. restore.ts then runs the checks.
+// healthy again), start the backend, wait until it is healthy. restore.ts then runs the checks.
 // The database commands are the backup script's own (files/convex-ops-backup.sh), so the
-// connection settings and the password handling exist once.
+// connection settings and the password handling exist once. A change that fails once the backend
+// is stopped starts it again on whatever is then in place, and says what that is.
 import type { Host } from '../inventory.ts';
 import { databaseName } from '../inventory.ts';
-import type { Step, StepContext } from '../step.ts';
-import { sh } from '../shell.ts';
-import { BACKUP_ID, BACKUP_SCRIPT, backupScriptInline, backupsDir, makeBackup } from './backup.ts';
+import type { Step } from '../step.ts';
+import type { FileState } from '../files.ts';
 import { fileFact } from '../files.ts';
-import { composeCommand, dockerState } from './docker.ts';
+import type { Change } from '../plan.ts';
+import { phase } from '../plan.ts';
+import { sh } from '../shell.ts';
+import { BACKUP_ID, BACKUP_MADE, BACKUP_SCRIPT, backupProblemFact, backupScriptInline, backupsDir, installBackupScript, makeBackup } from './backup.ts';
+import type { DockerState } from './docker.ts';
+import { composeCli, dockerState } from './docker.ts';
 import { waitHealthy } from './up.ts';
 
 /** The id given on the command line, checked before anything connects. */
@@ -21,8 +26,39 @@ export function restoreUsageProblem(id: unknown): string | undefined {
   return undefined;
 }
 
+/** One restore: the backup, and the folders it unpacks into and keeps the current ones in. */
+export interface RestoreRun {
+  id: string;
+  staging: string;
+  aside: string;
+}
+
+/** The restore of backup `id`, its folders named after the time it starts. */
+export function restoreRun(host: Host, id: string, now: Date): RestoreRun {
+  const time = now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  return { id, staging: `${host.volume}/.convex-ops-restore-${id}`, aside: `${host.volume}/.convex-ops-before-restore-${time}Z` };
+}
+
+/**
+ * Runs `script`; when it fails, starts the backend again, says on stderr what is in place (the
+ * sh words of `state`, which may read the host) and whether the backend runs, and fails.
+ */
+function orRecover(script: string, compose: string, host: Host, state: string): string {
+  return [
+    `( ${script}\n)`,
+    'status=$?',
+    'if [ "$status" -ne 0 ]; then',
+    ...state.split('\n').map(line => `  ${line}`),
+    sh`  if (cd ${host.root} && ${compose.split(' ')} up -d) >/dev/null 2>&1; then backend='The backend was started again.'`,
+    sh`  else backend=${`Starting the backend again failed too: run up.ts --host ${host.name}.`}; fi`,
+    `  printf '%s %s\\n' "$state" "$backend" >&2`,
+    '  exit "$status"',
+    'fi',
+  ].join('\n');
+}
+
 /** Renames within the volume (atomic per folder); on any error, what moved is moved back. */
-function swapScript(host: Host, staging: string, aside: string): string {
+function swapScript(host: Host, { staging, aside }: RestoreRun): string {
   return [
     'set -e',
     sh`v=${host.volume}; s=${staging}; a=${aside}`,
@@ -40,70 +76,92 @@ function swapScript(host: Host, staging: string, aside: string): string {
 
 /**
  * Where data and storage are after a swap that failed: its undo puts the previous folders back,
- * but what it could not move back is still aside. Read, not assumed, so that the message says
- * what is really in place.
+ * but what it could not move back is still aside. Read on the host, not assumed, so that the
+ * message says what is really in place.
  */
-async function folderState(ctx: StepContext, aside: string): Promise<string> {
-  const folders = `${ctx.host.volume}/{data,storage}`;
-  const listing = await ctx
-    .run(sh`for f in data storage; do if [ -e ${aside}/"$f" ]; then echo "$f"; fi; done`, 'read the folders', { allowFail: true })
-    .then(r => (r.code === 0 ? r.stdout.split('\n').filter(Boolean) : undefined), () => undefined);
-  if (!listing) return `the folders could not be read: look at ${folders} and ${aside} before running anything.`;
-  if (listing.length === 0) return `the swap was undone, so the folders are the previous ones, which do not belong with that database: run the restore again.`;
-  return `the previous ${listing.join(' and ')} could not be moved back and ${listing.length === 1 ? 'is' : 'are'} in ${aside}: look at ${folders} before running anything.`;
+function afterFailedSwap(host: Host, { id, aside }: RestoreRun): string {
+  const folders = `${host.volume}/{data,storage}`;
+  return [
+    sh`left=$(for f in data storage; do if [ -e ${aside}/"$f" ]; then echo "$f"; fi; done)`,
+    'case $(echo $left | wc -w) in',
+    sh`  0) state=${`The database is now that of ${id}, but the swap was undone, so the folders are the previous ones, which do not belong with that database: run the restore again.`} ;;`,
+    sh`  1) state=${`The database is now that of ${id}, but the previous `}"$left"${` could not be moved back and is in ${aside}: look at ${folders} before running anything.`} ;;`,
+    sh`  *) state=${`The database is now that of ${id}, but the previous data and storage could not be moved back and are in ${aside}: look at ${folders} before running anything.`} ;;`,
+    'esac',
+  ].join('\n');
 }
 
-export function restore(id: string): Step {
-  return {
-    name: 'restore',
-    facts: () => [dockerState, fileFact(BACKUP_SCRIPT)],
-    async run(ctx) {
-      const { host } = ctx;
-      const dir = `${backupsDir(host)}/${id}`;
-      ctx.progress(`verifying ${dir}`);
-      const verified = await ctx.run(`${backupScriptInline(host, 'verify', id)} 2>&1`, 'verify backup', { allowFail: true });
-      if (verified.code !== 0) throw new Error(`${verified.stdout.trim().split('\n').pop()}. Nothing was changed.`);
-      // What is there now, so that a restore of the wrong backup, or one that fails half-way, can be undone.
-      const safety = await makeBackup(ctx, { before: `the restore of ${id}` });
-      const undo = safety ? ` To go back to the state before this restore: restore.ts --backup ${safety.id} --yes (the safety backup).` : '';
-      const compose = (await composeCommand(ctx)).split(' ');
-      const staging = `${host.volume}/.convex-ops-restore-${id}`;
-      const aside = `${host.volume}/.convex-ops-before-restore-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}Z`;
-      const startBackend = () => ctx.run(sh`cd ${host.root} && ${compose} up -d`, 'start backend', { onOutput: c => ctx.progress(c) });
+export interface RestoreFacts {
+  /** What is wrong with the backup, if anything (the backup script's verify). */
+  problem: string | undefined;
+  script: FileState;
+  docker: DockerState;
+}
 
-      // Unpacked while the backend still runs: the downtime is only the database and the swap.
-      await ctx.change(`unpack data and storage of ${id} into ${staging}`, () =>
-        ctx.run(sh`rm -rf ${staging} && mkdir -m 700 ${staging} && tar --numeric-owner -xpzf ${`${dir}/data.tar.gz`} -C ${staging}`, 'unpack backup'),
-      );
-      await ctx.change('stop the backend (compose stop backend)', () => ctx.run(sh`cd ${host.root} && ${compose} stop backend`, 'stop backend'));
-      let databaseRestored = false;
-      let swapped = false;
-      try {
-        await ctx.change(`restore database ${databaseName(host)} from ${id} (one transaction, as ${host.postgres.user})`, async () => {
-          await ctx.run(backupScriptInline(host, 'restore-database', id), 'pg_restore');
-          databaseRestored = true;
+/**
+ * Verified, safety backup, unpacked (the backend still running), stopped, database restored,
+ * folders swapped, started; or a refusal when the backup is not good, before anything changed.
+ */
+export function planRestore(facts: RestoreFacts, host: Host, run: RestoreRun): Change[] {
+  const { id, staging, aside } = run;
+  if (facts.problem) throw new Error(`${facts.problem}. Nothing was changed.`);
+  const compose = composeCli(facts.docker);
+  const inRoot = (...args: string[]) => sh`cd ${host.root} && ${compose.split(' ')} ${args}`;
+  const state = (words: string) => sh`state=${words}`;
+  return [
+    ...installBackupScript(facts.script, host),
+    // What is there now, so that a restore of the wrong backup, or one that fails half-way, can be undone.
+    makeBackup(host, `the restore of ${id}`),
+    // Unpacked while the backend still runs: the downtime is only the database and the swap.
+    {
+      label: `unpack data and storage of ${id} into ${staging}`,
+      script: sh`rm -rf ${staging} && mkdir -m 700 ${staging} && tar --numeric-owner -xpzf ${`${backupsDir(host)}/${id}/data.tar.gz`} -C ${staging}`,
+    },
+    { label: 'stop the backend (compose stop backend)', script: inRoot('stop', 'backend') },
+    {
+      label: `restore database ${databaseName(host)} from ${id} (one transaction, as ${host.postgres.user})`,
+      script: orRecover(backupScriptInline(host, 'restore-database', id), compose, host, state('The database restore is one transaction, so the database and the folders are as they were.')),
+    },
+    {
+      label: `swap ${host.volume}/{data,storage} for the backup's (the current ones kept in ${aside} until the backend is healthy)`,
+      script: orRecover(swapScript(host, run), compose, host, afterFailedSwap(host, run)),
+    },
+    {
+      label: 'start the backend',
+      script: orRecover(inRoot('up', '-d'), compose, host, state(`The database and the folders are now those of ${id}; the previous folders are kept in ${aside}.`)),
+      streams: true,
+    },
+  ];
+}
+
+/**
+ * restore.ts's steps. The wait until the backend is healthy is up.ts's waitHealthy, which needs
+ * a StepContext (until up.ts offers it as a remote script): the last step keeps that wait, and
+ * removes the previous folders only once it passed.
+ */
+export function restoreSteps(id: string, now = new Date()): Step[] {
+  const planned: Step = {
+    name: 'restore',
+    phases: [
+      phase({
+        facts: (host: Host) => ({ problem: backupProblemFact(host, id), script: fileFact(BACKUP_SCRIPT), docker: dockerState }),
+        plan: (facts, host) => planRestore(facts, host, restoreRun(host, id, now)),
+      }),
+    ],
+  };
+  const healthy: Step = {
+    name: 'restore-healthy',
+    async run(ctx) {
+      const { aside } = restoreRun(ctx.host, id, now);
+      await ctx.change(`wait until the backend is healthy, then remove the previous folders (${aside})`, async () => {
+        await waitHealthy(ctx).catch((error: Error) => {
+          const safety = ctx.memo.get(BACKUP_MADE);
+          const undo = safety ? ` To go back to the state before this restore: restore.ts --backup ${safety.id} --yes (the safety backup).` : '';
+          throw new Error(`${error.message}\nThe database and the folders are now those of ${id}; the previous folders are kept in ${aside}.${undo}`);
         });
-        await ctx.change(`swap ${host.volume}/{data,storage} for the backup's (the current ones kept in ${aside} until the backend is healthy)`, async () => {
-          await ctx.run(swapScript(host, staging, aside), 'swap folders');
-          swapped = true;
-        });
-        await ctx.change('start the backend and wait until it is healthy', async () => {
-          await startBackend();
-          await waitHealthy(ctx);
-        });
-      } catch (error) {
-        if (ctx.check) throw error;
-        // Never leave the backend stopped: start it again on whatever is in place now.
-        const started = await startBackend().then(() => true, () => false);
-        const backend = started ? 'The backend was started again.' : `Starting the backend again failed too: run up.ts --host ${host.name}.`;
-        const state = swapped
-          ? `The database and the folders are now those of ${id}; the previous folders are kept in ${aside}.`
-          : databaseRestored
-            ? `The database is now that of ${id}, but ${await folderState(ctx, aside)}`
-            : `The database restore is one transaction, so the database and the folders are as they were.`;
-        throw new Error(`${(error as Error).message}\n${state} ${backend}${undo}`);
-      }
-      await ctx.change(`remove the previous folders (${aside})`, () => ctx.run(sh`rm -rf ${aside}`, 'remove previous folders'));
+        await ctx.run(sh`rm -rf ${aside}`, 'remove previous folders');
+      });
     },
   };
+  return [planned, healthy];
 }
