@@ -94,12 +94,14 @@ export function skip(reason: string): never {
 export function changeScript(change: Change): string | undefined {
   if (change.script === undefined) return undefined;
   const pending = (handler: string) => `${STATE_DIR}/pending/${handler}`;
-  const parts = [
-    ...(change.arms ? [sh`mkdir -p ${`${STATE_DIR}/pending`} && touch ${pending(change.arms)}`] : []),
-    `( ${change.script}\n)`,
-    ...(change.clears ? [sh`rm -f ${pending(change.clears)}`] : []),
-  ];
-  return parts.join(' && ');
+  // The script runs as a statement of its own, never left of && or ||, where sh would ignore a
+  // `set -e` inside it.
+  return [
+    ...(change.arms ? [sh`mkdir -p ${`${STATE_DIR}/pending`} && touch ${pending(change.arms)} || exit 1`] : []),
+    `( ${change.script}
+)`,
+    ...(change.clears ? ['rc=$?', sh`[ "$rc" -ne 0 ] || rm -f ${pending(change.clears)}`, 'exit "$rc"'] : []),
+  ].join('\n');
 }
 
 /**

@@ -38,8 +38,8 @@ test('a handler runs after the changes that arm it, or when an earlier run left 
   assert.deepEqual(labels(withHandler([], reload, ['x-reload'])), ['reload x']);
   const armed = withHandler([{ label: 'update x.conf', script: ':', arms: 'x-reload' }], reload, []);
   assert.deepEqual(labels(armed), ['update x.conf', 'reload x']);
-  assert.match(changeScript(armed[0]!)!, /^mkdir -p \/var\/lib\/convex-ops\/pending && touch \/var\/lib\/convex-ops\/pending\/x-reload && \(/);
-  assert.match(changeScript(armed[1]!)!, /\) && rm -f \/var\/lib\/convex-ops\/pending\/x-reload$/);
+  assert.match(changeScript(armed[0]!)!, /^mkdir -p \/var\/lib\/convex-ops\/pending && touch \/var\/lib\/convex-ops\/pending\/x-reload \|\| exit 1\n\(/);
+  assert.match(changeScript(armed[1]!)!, /\nrc=\$\?\n\[ "\$rc" -ne 0 \] \|\| rm -f \/var\/lib\/convex-ops\/pending\/x-reload\nexit "\$rc"$/);
   assert.equal(changeScript({ label: 'local only' }), undefined);
 });
 
@@ -68,4 +68,19 @@ test('compose: the rendered file once, then nothing', () => {
   const content = renderCompose(testHost);
   assert.deepEqual(phase!.plan({ file: file(content) }, testHost), []);
   assert.deepEqual(labels(phase!.plan({ file: absent }, testHost)), ['create docker-compose.yml']);
+});
+
+test('a change script keeps set -e working and clears its handler only on success', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdtempSync, existsSync, writeFileSync, mkdirSync } = await import('node:fs');
+  const dir = mkdtempSync('/tmp/plan-test-');
+  const run = (script: string) => spawnSync('sh', ['-c', changeScript({ label: 'x', script, clears: 'h' })!.replaceAll('/var/lib/convex-ops', dir)]);
+  mkdirSync(`${dir}/pending`);
+  writeFileSync(`${dir}/pending/h`, '');
+  const failed = run(`set -e\nfalse\necho reached`);
+  assert.equal(failed.status, 1);
+  assert.doesNotMatch(String(failed.stdout), /reached/, 'set -e stopped the script');
+  assert.ok(existsSync(`${dir}/pending/h`), 'a failed handler stays pending');
+  assert.equal(run('true').status, 0);
+  assert.ok(!existsSync(`${dir}/pending/h`), 'a handler that succeeded is cleared');
 });
