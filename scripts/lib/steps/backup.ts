@@ -10,7 +10,7 @@ import { memoKey } from '../step.ts';
 import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
 import { ensurePackages, initSystem, installedPackages, serviceScript } from '../system.ts';
 import { quote, sh } from '../shell.ts';
-import { externalConninfo } from './postgres.ts';
+import { externalConninfo } from './postgres-external.ts';
 
 const TEMPLATE = new URL('../../../files/convex-ops-backup.sh', import.meta.url);
 
