@@ -2,10 +2,10 @@
 import { play } from './lib/play.ts';
 import { directories } from './lib/steps/directories.ts';
 import { secret } from './lib/steps/secret.ts';
-import { postgres } from './lib/steps/postgres.ts';
+import { postgresStep } from './lib/steps/postgres.ts';
 
 await play({
   script: 'postgres',
   summary: 'Local mode: installs PostgreSQL, the role, the database, pg_hba and listen_addresses. External mode: checks the server over TLS.',
-  steps: () => [directories, secret, postgres],
+  steps: host => [directories, secret, postgresStep(host)],
 });

@@ -86,6 +86,9 @@ export function skip(reason: string): never {
   throw new SkipStep(reason);
 }
 
+/** The file on the host that records a handler as pending. */
+export const pendingMark = (handler: string) => `${STATE_DIR}/pending/${handler}`;
+
 /**
  * The script a change runs once its handler bookkeeping is added: the pending mark is written
  * before the change (so a run that dies in between leaves it for the next run: Ansible's
@@ -93,14 +96,13 @@ export function skip(reason: string): never {
  */
 export function changeScript(change: Change): string | undefined {
   if (change.script === undefined) return undefined;
-  const pending = (handler: string) => `${STATE_DIR}/pending/${handler}`;
   // The script runs as a statement of its own, never left of && or ||, where sh would ignore a
   // `set -e` inside it.
   return [
-    ...(change.arms ? [sh`mkdir -p ${`${STATE_DIR}/pending`} && touch ${pending(change.arms)} || exit 1`] : []),
+    ...(change.arms ? [sh`mkdir -p ${`${STATE_DIR}/pending`} && touch ${pendingMark(change.arms)} || exit 1`] : []),
     `( ${change.script}
 )`,
-    ...(change.clears ? ['rc=$?', sh`[ "$rc" -ne 0 ] || rm -f ${pending(change.clears)}`, 'exit "$rc"'] : []),
+    ...(change.clears ? ['rc=$?', sh`[ "$rc" -ne 0 ] || rm -f ${pendingMark(change.clears)}`, 'exit "$rc"'] : []),
   ].join('\n');
 }
 
@@ -154,6 +156,14 @@ export function fileChanges(state: FileState, want: DesiredFile, arms?: string):
  */
 export function packageChanges(packages: Packages, wanted: string[], label?: string): Change[] {
   const missing = wanted.filter(entry => !entry.split('|').some(p => packages.installed.has(p)));
-  if (missing.length === 0) return [];
-  return [{ label: label ?? `install ${missing.map(p => p.split('|')[0]).join(', ')}`, script: aptInstallScript(missing), streams: true }];
+  return missing.length ? [installChange(missing, label)] : [];
+}
+
+/**
+ * The change that installs `entries` as they are (apt alternatives joined by "|"), for a step
+ * that decided from other facts what to install (an installed package may lack what is wanted
+ * of it: Debian 13's docker.io without the docker-cli it only recommends).
+ */
+export function installChange(entries: string[], label?: string): Change {
+  return { label: label ?? `install ${entries.map(p => p.split('|')[0]).join(', ')}`, script: aptInstallScript(entries), streams: true };
 }

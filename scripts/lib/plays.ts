@@ -5,7 +5,7 @@ import type { Step } from './step.ts';
 import { directories } from './steps/directories.ts';
 import { docker } from './steps/docker.ts';
 import { secret } from './steps/secret.ts';
-import { postgres } from './steps/postgres.ts';
+import { postgresStep } from './steps/postgres.ts';
 import { compose } from './steps/compose.ts';
 import { up } from './steps/up.ts';
 import { adminKey } from './steps/admin-key.ts';
@@ -17,8 +17,8 @@ export function adminKeyStep(run: RunInfo): Step {
   return adminKey({ local: run.local, show: Boolean(run.args.show), print: line => process.stdout.write(line + '\n') });
 }
 
-export function installSteps(_host: Host, run: RunInfo): Step[] {
-  return [directories, docker, secret, postgres, compose, up, adminKeyStep(run)];
+export function installSteps(host: Host, run: RunInfo): Step[] {
+  return [directories, docker, secret, postgresStep(host), compose, up, adminKeyStep(run)];
 }
 
 /**

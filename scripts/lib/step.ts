@@ -23,7 +23,7 @@ export interface Fact<T> {
   waits?: boolean;
 }
 
-type Reading = { stdout: string; code: number } | { value: unknown };
+type Reading = { stdout: string; code: number };
 
 /** What the host printed for each fact's command, by key; a fact's value is parsed when asked. */
 export class Readings {
@@ -36,16 +36,11 @@ export class Readings {
   get<T>(fact: Fact<T>): T | undefined {
     const reading = this.byKey.get(fact.key);
     if (!reading) return undefined;
-    return 'value' in reading ? (reading.value as T) : fact.parse(reading.stdout, reading.code);
+    return fact.parse(reading.stdout, reading.code);
   }
 
   record(key: string, stdout: string, code: number): void {
     this.byKey.set(key, { stdout, code });
-  }
-
-  /** A value known without reading the host for it (see StepContext.learn). */
-  learn<T>(fact: Fact<T>, value: T): void {
-    this.byKey.set(fact.key, { value });
   }
 
   /** Moves the readings whose keys match into a new Readings. */
@@ -168,19 +163,6 @@ export class StepContext {
   /** Reads several facts in one remote command (those not already cached). */
   async facts(facts: Array<Fact<unknown>>): Promise<void> {
     await gatherFacts(this.conn, facts.filter(f => !this.cache.has(f.key)), this.cache);
-  }
-
-  /** A fact already read in this run, without going to the host; undefined when it was not. */
-  peek<T>(fact: Fact<T>): T | undefined {
-    return this.cache.get(fact);
-  }
-
-  /**
-   * Records a fact that another fact's command read along with its own (e.g. a file whose path
-   * was only known on the host), so that reading it costs no second round trip.
-   */
-  learn<T>(fact: Fact<T>, value: T): void {
-    this.cache.learn(fact, value);
   }
 
   /**

@@ -2,6 +2,7 @@
 // Real droplets run systemd; the test fleet (and some containers) do not, so both are supported
 // by asking PID 1 at the moment a service is touched.
 import type { Fact, StepContext } from './step.ts';
+import type { Handler } from './plan.ts';
 import { STATE_DIR } from './step.ts';
 import { sh } from './shell.ts';
 
@@ -40,6 +41,8 @@ export const initSystem: Fact<'systemd' | 'other'> = {
 
 /** The pending handler of a changed unit file or drop-in: `systemctl daemon-reload`. */
 export const SYSTEMD_RELOAD = 'systemd-daemon-reload';
+
+export const systemdReload: Handler = { name: SYSTEMD_RELOAD, label: 'reload systemd units', script: 'systemctl daemon-reload' };
 
 /** A shell snippet that starts/restarts/reloads a service under systemd or SysV `service`. */
 export function serviceScript(service: string, action: 'start' | 'restart' | 'reload' | 'enable-start'): string {

@@ -126,7 +126,7 @@ test("PostgreSQL's configuration files are read with the newest cluster's versio
   assert.equal(read.state?.kind === 'file' && read.state.content, 'local all postgres peer\n');
   assert.deepEqual(read.state?.stale, [`${root}/15/main/.pg_hba.conf.convex-ops.abcdef`]);
   assert.deepEqual(cache.get(listen), { version: '15', state: { kind: 'absent' } });
-  // No cluster at all: nothing is known, and the step reads for itself.
+  // No cluster at all: nothing is known (the step then stops at "no cluster was found").
   const none = localConnection(script => script.replaceAll('/etc/postgresql', join(root, 'missing')));
   const empty = new Readings();
   await gatherFacts(none, [hba], empty);

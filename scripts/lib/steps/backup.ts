@@ -15,7 +15,7 @@ import type { Packages } from '../system.ts';
 import { initSystem, installedPackages, serviceScript } from '../system.ts';
 import { quote, sh } from '../shell.ts';
 import { renderTemplate, templateText } from '../templates.ts';
-import { externalConninfo } from './postgres.ts';
+import { externalConninfo } from './postgres-external.ts';
 
 /** Where the script lives on the droplet; the scheduled job runs it from there. */
 export const BACKUP_SCRIPT = '/usr/local/sbin/convex-ops-backup';

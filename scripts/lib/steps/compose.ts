@@ -5,7 +5,7 @@ import type { Step } from '../step.ts';
 import { fileFact, MANAGED_MARKER } from '../files.ts';
 import { fileChanges, phase } from '../plan.ts';
 import { CONVEX_NETWORK } from './docker.ts';
-import { PG_CA_PATH } from './postgres.ts';
+import { PG_CA_PATH } from './postgres-external.ts';
 import { composePath } from './secret.ts';
 import { loadYaml, yaml } from '../yaml.ts';
 import { templateText } from '../templates.ts';

@@ -1,7 +1,9 @@
 // The Docker engine and Compose. Debian 12 ships Compose v1 (docker-compose), newer releases
 // and Docker's own packages ship the v2 plugin; every later step works with either.
 import type { Fact, Step, StepContext } from '../step.ts';
-import { aptInstall, installedPackages, serviceScript } from '../system.ts';
+import { exitWhen, installedPackages, serviceScript } from '../system.ts';
+import { installChange, phase } from '../plan.ts';
+import type { Change } from '../plan.ts';
 import type { Packages } from '../system.ts';
 import { sh } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
@@ -113,17 +115,17 @@ export const containersFact: Fact<Map<string, ContainerState>> = engineView(engi
   return containers;
 });
 
-/** The compose command of a host in this state. */
-export function composeCli(state: DockerState): string {
+/** The compose command the facts found: `docker compose` (v2) or `docker-compose` (v1). */
+export function composeCommandOf(state: DockerState): string {
   if (state.compose === 'none') throw new Error('Docker Compose is not installed. Run scripts/docker.ts first.');
   return state.compose === 'v2' ? 'docker compose' : 'docker-compose';
 }
 
-/** The compose command on this host, read from the facts. */
+/** composeCommandOf for the steps that still read facts through a StepContext. */
 export async function composeCommand(ctx: StepContext): Promise<string> {
   const state = await ctx.fact(dockerState);
-  if (state.compose === 'none' && ctx.check) return 'docker compose';
-  return composeCli(state);
+  if (ctx.check && state.compose === 'none') return 'docker compose';
+  return composeCommandOf(state);
 }
 
 /** The packages (apt alternatives joined by |) the docker step installs, given what is there. */
@@ -145,26 +147,40 @@ export function dockerPackagesWanted(state: DockerState, packages: Packages): st
   return wanted;
 }
 
+/** What is missing of the engine, its CLI and Compose, installed in one apt run. */
+export function planDockerPackages({ state, packages }: { state: DockerState; packages: Packages }): Change[] {
+  const wanted = dockerPackagesWanted(state, packages);
+  return wanted.length ? [installChange(wanted)] : [];
+}
+
+/** How long the engine may take to answer once started (its first start sets up iptables and docker0). */
+const ENGINE_START_SECONDS = 60;
+
+export function planEngine({ state }: { state: DockerState }): Change[] {
+  if (state.running) return [];
+  return [{
+    label: 'start the Docker engine',
+    script: `${serviceScript('docker', 'enable-start')}\n${exitWhen('docker info >/dev/null 2>&1', ENGINE_START_SECONDS, `dockerd did not answer within ${ENGINE_START_SECONDS}s`)}`,
+  }];
+}
+
+export function planNetwork({ networks }: { networks: DockerNetworks }): Change[] {
+  return networks.convexNetwork ? [] : [{ label: `create the Docker network ${CONVEX_NETWORK}`, script: sh`docker network create ${CONVEX_NETWORK}` }];
+}
+
+/**
+ * Three snapshots: the packages; the engine, once installed (its package may have started it);
+ * the network, once the engine answers (a stopped engine tells nothing of its networks).
+ */
 export const docker: Step = {
   name: 'docker',
-  facts: () => [dockerState, installedPackages, dockerNetworks],
-  async run(ctx) {
-    let state = await ctx.fact(dockerState);
-    const packages = await ctx.fact(installedPackages);
-    const wanted = dockerPackagesWanted(state, packages);
-    if (wanted.length) {
-      await ctx.change(`install ${wanted.map(p => p.split('|')[0]).join(', ')}`, () => aptInstall(ctx, wanted));
-      state = await ctx.fact(dockerState);
-    }
-    if (!state.running) {
-      await ctx.change('start the Docker engine', () =>
-        ctx.run(`${serviceScript('docker', 'enable-start')}; for i in $(seq 60); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done; echo 'dockerd did not answer within 60s' >&2; exit 1`, 'start docker'),
-      );
-    }
-    const networks = await ctx.fact(dockerNetworks);
-    if (!networks.convexNetwork) {
-      await ctx.change(`create the Docker network ${CONVEX_NETWORK}`, () => ctx.run(sh`docker network create ${CONVEX_NETWORK}`, 'create network'));
-    }
-    return `engine running, compose ${state.compose}`;
-  },
+  phases: [
+    phase({ facts: () => ({ state: dockerState, packages: installedPackages }), plan: planDockerPackages }),
+    phase({ facts: () => ({ state: dockerState }), plan: planEngine }),
+    phase({
+      facts: () => ({ state: dockerState, networks: dockerNetworks }),
+      plan: planNetwork,
+      ok: ({ state }) => `engine running, compose ${state.compose}`,
+    }),
+  ],
 };

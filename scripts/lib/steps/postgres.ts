@@ -1,20 +1,23 @@
 // PostgreSQL for Convex. Local mode: the distribution's server on the droplet, a role and a
 // database of our own, one marked pg_hba.conf block for the Docker subnets, and listen_addresses
 // limited to localhost plus the Docker bridge. Nothing else in the cluster is ever touched.
-// External mode: a managed server reached over verified TLS; only the client is installed.
+// External mode (a managed server over verified TLS) is in postgres-external.ts.
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Host } from '../inventory.ts';
 import { databaseName } from '../inventory.ts';
-import type { Fact, Step, StepContext } from '../step.ts';
-import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
+import type { Fact, Step } from '../step.ts';
+import { pendingHandlers } from '../step.ts';
+import { fileFact, MANAGED_MARKER } from '../files.ts';
 import type { FileState } from '../files.ts';
-import { ensurePackages, exitWhen, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
+import type { Change, Handler } from '../plan.ts';
+import { fileChanges, packageChanges, pendingMark, phase, skip, withHandler } from '../plan.ts';
+import { exitWhen, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD, systemdReload } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
 import { dockerNetworks } from './docker.ts';
-import { readEnv } from './secret.ts';
-import { conninfo } from '../libpq.ts';
+import type { DockerNetworks } from './docker.ts';
+import { envPath, parseEnv } from './secret.ts';
+import { postgresExternal } from './postgres-external.ts';
 
 export interface ClusterState {
   version?: string;
@@ -138,49 +141,28 @@ export const BOOT_ORDER_DROPIN = '/etc/systemd/system/postgresql@.service.d/conv
 const HBA_FILE = 'pg_hba.conf';
 const LISTEN_FILE = 'conf.d/convex-ops.conf';
 
-/** Stands for the cluster's version in a path, replaced by the shell's "$v" on the host. */
+/**
+ * Stands for the cluster's version in a path, replaced by the shell's "$v" on the host: made of
+ * letters only, it is left unquoted in fileFact's command, where "$v" expands.
+ */
 const VERSION = 'CONVEXOPSPGVERSION';
-
-/** Whether every occurrence of `token` in a sh command is outside single quotes (so "$v" expands there). */
-function expandsEverywhere(command: string, token: string): boolean {
-  let quoted = false;
-  for (let i = 0; i < command.length; i++) {
-    if (!quoted && command[i] === '\\') i++;
-    else if (command[i] === "'") quoted = !quoted;
-    else if (quoted && command.startsWith(token, i)) return false;
-  }
-  return command.includes(token);
-}
 
 /**
  * A file of the newest cluster's configuration, read in the same command as everything else:
  * its path holds the version, which only the host knows, so the version is found there and the
- * file read as fileFact reads it. The step records it as that file's fact (ctx.learn); when it
- * cannot (another version, an unexpected name), the step reads the file itself as before.
+ * file read as fileFact reads it. Read in one batch with clusterFact, it is that cluster's file.
  */
 export function newestClusterFile(name: string): Fact<{ version?: string; state?: FileState }> {
   const template = fileFact(`${confDir(VERSION)}/${name}`);
-  const usable = expandsEverywhere(template.command, VERSION);
   return {
     key: `postgres-newest:${name}`,
-    command: usable
-      ? [
-          NEWEST_CLUSTER,
-          '[ -n "$v" ] || exit 0',
-          'echo "version $v"',
-          template.command.replaceAll(VERSION, '"$v"'),
-        ].join('\n')
-      : ':',
+    command: [NEWEST_CLUSTER, '[ -n "$v" ] || exit 0', 'echo "version $v"', template.command.replaceAll(VERSION, '"$v"')].join('\n'),
     parse: (out, code) => {
       const newline = out.indexOf('\n');
       const version = /^version (\S+)$/.exec(newline < 0 ? out : out.slice(0, newline))?.[1];
       return version && newline >= 0 ? { version, state: template.parse(out.slice(newline + 1), code) } : {};
     },
   };
-}
-
-async function psqlAsPostgres(ctx: StepContext, sql: string, what: string): Promise<void> {
-  await ctx.run('runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q', what, { stdin: sql });
 }
 
 /** How long PostgreSQL may take to load its configuration after pg_reload_conf(). */
@@ -207,143 +189,133 @@ export function reloadPostgresScript(): string {
   ].join('\n');
 }
 
-async function localMode(ctx: StepContext): Promise<string> {
-  const { host } = ctx;
+const noCluster = () => new Error('PostgreSQL is installed but no cluster was found under /etc/postgresql. Create one with pg_createcluster, then run again.');
+
+/** The cluster, which later phases read only while it runs: a stopped one shows no roles or settings. */
+function runningCluster(cluster: ClusterState): ClusterState & { version: string } {
+  const { version } = cluster;
+  if (!version) throw noCluster();
+  if (!cluster.online) throw new Error(`PostgreSQL ${version} is not running, so its roles and settings cannot be read. Start it (pg_ctlcluster ${version} main start), then run again.`);
+  return { ...cluster, version };
+}
+
+/** How long PostgreSQL may take to accept connections once started. */
+const POSTGRES_START_SECONDS = 30;
+
+export function planCluster({ cluster }: { cluster: ClusterState }): Change[] {
+  if (!cluster.version) throw noCluster();
+  if (cluster.online) return [];
+  return [{
+    label: `start PostgreSQL ${cluster.version}`,
+    script: `${serviceScript('postgresql', 'enable-start')}\n${exitWhen('pg_isready -q', POSTGRES_START_SECONDS, `PostgreSQL did not start within ${POSTGRES_START_SECONDS}s`)}`,
+  }];
+}
+
+/** SQL run by the postgres superuser, read from stdin (a verifier in it stays out of `ps`). */
+const asPostgres = (label: string, sql: string): Change => ({ label, script: 'runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q', stdin: sql });
+
+/** Our role with the password in .env, and our database owned by it; anyone else's is refused, never changed. */
+export function planRoleAndDatabase({ cluster, env }: { cluster: ClusterState; env: FileState }, host: Host): Change[] {
+  const { role: existing, database } = runningCluster(cluster);
   const role = host.postgres.user;
   const db = databaseName(host);
-  if (await ensurePackages(ctx, ['postgresql'])) {
-    if (ctx.check) return '';
-  }
-  let cluster = await ctx.fact(clusterFact(host));
-  if (!cluster.version) throw new Error('PostgreSQL is installed but no cluster was found under /etc/postgresql. Create one with pg_createcluster, then run again.');
-  if (!cluster.online) {
-    await ctx.change(`start PostgreSQL ${cluster.version}`, () =>
-      ctx.run(`${serviceScript('postgresql', 'enable-start')}; for i in $(seq 30); do pg_isready -q && exit 0; sleep 1; done; echo 'PostgreSQL did not start within 30s' >&2; exit 1`, 'start postgresql'),
-    );
-    cluster = await ctx.fact(clusterFact(host));
-    if (ctx.check) return '';
-  }
-
-  const password = (await readEnv(ctx)).get('POSTGRES_PASSWORD');
-  if (!password) {
-    if (ctx.check) return '';
-    throw new Error('POSTGRES_PASSWORD is missing from .env. Run scripts/secret.ts first.');
-  }
-  if (!cluster.role) {
-    await ctx.change(`create role ${role}`, () =>
-      psqlAsPostgres(ctx, `CREATE ROLE ${role} LOGIN PASSWORD '${scramVerifier(password)}';\nCOMMENT ON ROLE ${role} IS '${ROLE_COMMENT}';\n`, `create role ${role}`),
-    );
-  } else if (!verifierMatches(cluster.role.verifier, role, password)) {
-    if (!cluster.role.ours) {
+  const password = env.kind === 'file' ? parseEnv(env.content).get('POSTGRES_PASSWORD') : undefined;
+  // The secret step writes it before this step in every play that runs this one, so only a dry
+  // run (planned before that write) meets .env without it: the role cannot be compared yet.
+  if (!password) skip(`POSTGRES_PASSWORD is not in ${envPath(host)} yet (scripts/secret.ts writes it), so role ${role} cannot be checked`);
+  const changes: Change[] = [];
+  if (!existing) {
+    changes.push(asPostgres(`create role ${role}`, `CREATE ROLE ${role} LOGIN PASSWORD '${scramVerifier(password)}';\nCOMMENT ON ROLE ${role} IS '${ROLE_COMMENT}';\n`));
+  } else if (!verifierMatches(existing.verifier, role, password)) {
+    if (!existing.ours) {
       throw new Error(
         `role ${role} already exists, was not created by convex-ops, and its password differs from POSTGRES_PASSWORD in ${host.root}/.env. ` +
           `Another application may use it, so it is left alone: put its password in .env as POSTGRES_PASSWORD, or set hosts.${host.name}.postgres.user to a new role.`,
       );
     }
-    await ctx.change(`set the password of role ${role}`, () => psqlAsPostgres(ctx, `ALTER ROLE ${role} PASSWORD '${scramVerifier(password)}';\n`, `set password of ${role}`));
+    changes.push(asPostgres(`set the password of role ${role}`, `ALTER ROLE ${role} PASSWORD '${scramVerifier(password)}';\n`));
   }
-  if (!cluster.database) {
-    await ctx.change(`create database ${db} owned by ${role}`, () => psqlAsPostgres(ctx, `CREATE DATABASE ${db} OWNER ${role};\n`, `create database ${db}`));
-  } else if (cluster.database.owner !== role) {
+  if (database && database.owner !== role) {
     throw new Error(
-      `database ${db} is owned by ${cluster.database.owner}, not ${role}. It is left alone: set hosts.${host.name}.postgres.user = "${cluster.database.owner}" to use it, or pick another instance_name.`,
+      `database ${db} is owned by ${database.owner}, not ${role}. It is left alone: set hosts.${host.name}.postgres.user = "${database.owner}" to use it, or pick another instance_name.`,
     );
   }
+  if (!database) changes.push(asPostgres(`create database ${db} owned by ${role}`, `CREATE DATABASE ${db} OWNER ${role};\n`));
+  return changes;
+}
 
-  const networks = await ctx.fact(dockerNetworks);
-  if (!networks.bridgeGateway || networks.subnets.length === 0) {
-    if (ctx.check) return '';
-    throw new Error('the Docker bridge was not found, so the subnets to allow are unknown. Run scripts/docker.ts first.');
-  }
-  const dir = confDir(cluster.version!);
-  const hbaPath = `${dir}/${HBA_FILE}`;
-  const listenPath = `${dir}/${LISTEN_FILE}`;
-  for (const [name, path] of [[HBA_FILE, hbaPath], [LISTEN_FILE, listenPath]] as const) {
-    const newest = ctx.peek(newestClusterFile(name));
-    if (newest?.state && newest.version === cluster.version) ctx.learn(fileFact(path), newest.state);
-  }
-  await ctx.facts([fileFact(hbaPath), fileFact(listenPath)]);
-  const hba = await ctx.fact(fileFact(hbaPath));
+const RELOAD = 'postgresql-reload';
+const RESTART = 'postgresql-restart';
+const reloadHandler: Handler = { name: RELOAD, label: 'reload PostgreSQL (pg_hba.conf)', script: reloadPostgresScript() };
+
+/** A restart re-reads pg_hba.conf as well, so it also does a pending reload's work and clears its mark. */
+const restartScript = (version: string) =>
+  sh`if [ "$(cat /proc/1/comm)" = systemd ]; then systemctl restart ${`postgresql@${version}-main`}; else pg_ctlcluster ${version} main restart; fi && rm -f ${pendingMark(RELOAD)}`;
+
+export interface ConfigurationFacts {
+  cluster: ClusterState;
+  networks: DockerNetworks;
+  hba: { state?: FileState };
+  listen: { state?: FileState };
+  init: 'systemd' | 'other';
+  dropin: FileState;
+  pending: string[];
+}
+
+/**
+ * pg_hba.conf's block for the Docker subnets (a reload), listen_addresses on the bridge (a
+ * restart), and under systemd the drop-in that starts PostgreSQL after Docker (daemon-reload).
+ */
+export function planConfiguration(facts: ConfigurationFacts, host: Host): Change[] {
+  const { version, listen: live, port, sockets } = runningCluster(facts.cluster);
+  const { bridgeGateway, subnets } = facts.networks;
+  if (!bridgeGateway || subnets.length === 0) throw new Error('the Docker bridge was not found, so the subnets to allow are unknown. Run scripts/docker.ts first.');
+  const hba = facts.hba.state;
+  const listenConf = facts.listen.state;
+  if (!hba || !listenConf) throw noCluster();
+  const hbaPath = `${confDir(version)}/${HBA_FILE}`;
   if (hba.kind !== 'file') throw new Error(`${hbaPath} is missing.`);
-  const wantedHba = withHbaBlock(hba.content, host, networks.subnets);
-  if (wantedHba !== hba.content) await ctx.markPending('postgresql-reload');
-  await ensureFile(ctx, { path: hbaPath, content: wantedHba, mode: '640', owner: 'postgres', label: 'pg_hba.conf' });
-  const listen = `localhost,${networks.bridgeGateway}`;
-  const listenConf = `# ${MANAGED_MARKER}: the backend containers reach PostgreSQL at host.docker.internal (the Docker bridge).\nlisten_addresses = '${listen}'\n`;
-  const confChanged = await ensureFile(ctx, { path: listenPath, content: listenConf, mode: '644', owner: 'postgres', label: 'conf.d/convex-ops.conf' });
-  if ((await ctx.fact(initSystem)) === 'systemd') {
-    const dropin = renderTemplate(templateText('postgresql-after-docker.conf'), { managed: MANAGED_MARKER, gateway: networks.bridgeGateway }, 'postgresql-after-docker.conf');
-    const dropinState = await ctx.fact(fileFact(BOOT_ORDER_DROPIN));
-    if (dropinState.kind !== 'file' || dropinState.content !== dropin) await ctx.markPending(SYSTEMD_RELOAD);
-    await ensureFile(ctx, { path: BOOT_ORDER_DROPIN, content: dropin, mode: '644', label: 'postgresql@.service drop-in (start after Docker)' });
-    await ctx.runPending(SYSTEMD_RELOAD, 'reload systemd units', 'systemctl daemon-reload');
+  const listen = `localhost,${bridgeGateway}`;
+  const dropin = renderTemplate(templateText('postgresql-after-docker.conf'), { managed: MANAGED_MARKER, gateway: bridgeGateway }, 'postgresql-after-docker.conf');
+  let changes = [
+    ...fileChanges(hba, { path: hbaPath, content: withHbaBlock(hba.content, host, subnets), mode: '640', owner: 'postgres', label: 'pg_hba.conf' }, RELOAD),
+    ...fileChanges(
+      listenConf,
+      { path: `${confDir(version)}/${LISTEN_FILE}`, content: `# ${MANAGED_MARKER}: the backend containers reach PostgreSQL at host.docker.internal (the Docker bridge).\nlisten_addresses = '${listen}'\n`, mode: '644', owner: 'postgres', label: 'conf.d/convex-ops.conf' },
+      RESTART,
+    ),
+  ];
+  if (facts.init === 'systemd') {
+    changes = withHandler([...changes, ...fileChanges(facts.dropin, { path: BOOT_ORDER_DROPIN, content: dropin, mode: '644', label: 'postgresql@.service drop-in (start after Docker)' }, SYSTEMD_RELOAD)], systemdReload, facts.pending);
   }
-  const bridgeSocket = `${networks.bridgeGateway}:${cluster.port ?? '5432'}`;
-  const notOnBridge = cluster.listen === listen && cluster.sockets !== undefined && !cluster.sockets.includes(bridgeSocket);
-  if (confChanged || cluster.listen !== listen || notOnBridge) {
-    // listen_addresses only takes effect on a restart; a restart also re-reads pg_hba.conf. A
-    // server that has the setting but no socket on the bridge started before Docker made it.
-    const why = notOnBridge && !confChanged ? `it does not listen on ${bridgeSocket}` : `listen_addresses = '${listen}'`;
-    await ctx.change(`restart PostgreSQL (${why})`, () =>
-      ctx.run(
-        `if [ "$(cat /proc/1/comm)" = systemd ]; then systemctl restart postgresql@${cluster.version}-main; else pg_ctlcluster ${cluster.version} main restart; fi && rm -f /var/lib/convex-ops/pending/postgresql-reload`,
-        'restart postgresql',
-      ),
-    );
-  }
-  await ctx.runPending('postgresql-reload', 'reload PostgreSQL (pg_hba.conf)', reloadPostgresScript());
-  return `role ${role} and database ${db} in place; pg_hba allows ${networks.subnets.join(', ')}; listening on ${listen}`;
+  // listen_addresses only takes effect on a restart. A server that has the setting but no socket
+  // on the bridge started before Docker made it: it needs the restart as much as a pending mark.
+  const bridgeSocket = `${bridgeGateway}:${port ?? '5432'}`;
+  const notOnBridge = live === listen && sockets !== undefined && !sockets.includes(bridgeSocket);
+  const why = notOnBridge && !changes.some(c => c.arms === RESTART) ? `it does not listen on ${bridgeSocket}` : `listen_addresses = '${listen}'`;
+  const restart: Handler = { name: RESTART, label: `restart PostgreSQL (${why})`, script: restartScript(version) };
+  const restarted = withHandler(changes, restart, live !== listen || notOnBridge ? [...facts.pending, RESTART] : facts.pending);
+  return restarted.length > changes.length ? restarted : withHandler(changes, reloadHandler, facts.pending);
 }
 
-export const PG_CA_PATH = (host: Host) => `${host.root}/config/pg-ca.pem`;
-
-/** The CA file psql verifies the external server with: the inventory's, else the system's. */
-export const externalCaPath = (host: Host) => (host.postgres.ca_file ? PG_CA_PATH(host) : '/etc/ssl/certs/ca-certificates.crt');
-
-/** libpq settings for the external server, TLS always verified (certificate and host name). */
-export function externalConninfo(host: Host, database: string, connectTimeout: number): string {
-  const url = new URL(host.postgres.url!);
-  return conninfo({
-    host: url.hostname, port: url.port || 5432, user: host.postgres.user, dbname: database,
-    sslmode: 'verify-full', sslrootcert: externalCaPath(host), connect_timeout: connectTimeout,
-  });
-}
-
-async function externalMode(ctx: StepContext): Promise<string> {
-  const { host } = ctx;
-  const db = databaseName(host);
-  await ensurePackages(ctx, ['postgresql-client']);
-  const caPath = externalCaPath(host);
-  if (host.postgres.ca_file) {
-    await ensureFile(ctx, { path: caPath, content: readFileSync(host.postgres.ca_file, 'utf8'), mode: '644', label: 'the PostgreSQL CA file' });
-  }
-  if (ctx.check) return `would check that database ${db} exists on ${new URL(host.postgres.url!).host}`;
-  const url = new URL(host.postgres.url!);
-  const settings = externalConninfo(host, 'postgres', 10);
-  // The password travels on stdin, never in a command line that `ps` would show.
-  const probe = await ctx.run(
-    `IFS= read -r PGPASSWORD; export PGPASSWORD; psql -XAtq ${sh`${settings}`} -c ${sh`${`select 1 from pg_database where datname = '${db}'`}`}`,
-    `connect to ${url.host}`,
-    { stdin: process.env[host.postgres.password_env!] + '\n', allowFail: true },
-  );
-  if (probe.code !== 0) {
-    throw new Error(`cannot reach the external PostgreSQL at ${url.host} as ${host.postgres.user} with verified TLS: ${probe.stderr.trim()}`);
-  }
-  if (probe.stdout.trim() !== '1') {
-    await ctx.change(`create database ${db} on ${url.host}`, () =>
-      ctx.run(`IFS= read -r PGPASSWORD; export PGPASSWORD; psql -XAtq -v ON_ERROR_STOP=1 ${sh`${settings}`} -c ${sh`${`CREATE DATABASE ${db}`}`}`, `create database ${db}`, {
-        stdin: process.env[host.postgres.password_env!] + '\n',
-      }),
-    );
-  }
-  return `database ${db} on ${url.host}, TLS verified`;
-}
-
-export const postgres: Step = {
+/** Local mode: the packages, the cluster started, the role and database, then its configuration. */
+export const postgresLocal: Step = {
   name: 'postgres',
-  facts: host =>
-    host.postgres.mode === 'local'
-      ? [installedPackages, clusterFact(host), dockerNetworks, newestClusterFile(HBA_FILE), newestClusterFile(LISTEN_FILE), initSystem, fileFact(BOOT_ORDER_DROPIN)]
-      : [installedPackages],
-  run: ctx => (ctx.host.postgres.mode === 'local' ? localMode(ctx) : externalMode(ctx)),
+  phases: [
+    phase({ facts: () => ({ packages: installedPackages }), plan: ({ packages }) => packageChanges(packages, ['postgresql']) }),
+    phase({ facts: (host: Host) => ({ cluster: clusterFact(host) }), plan: planCluster }),
+    phase({ facts: (host: Host) => ({ cluster: clusterFact(host), env: fileFact(envPath(host)) }), plan: planRoleAndDatabase }),
+    phase({
+      facts: (host: Host) => ({
+        cluster: clusterFact(host), networks: dockerNetworks, hba: newestClusterFile(HBA_FILE), listen: newestClusterFile(LISTEN_FILE),
+        init: initSystem, dropin: fileFact(BOOT_ORDER_DROPIN), pending: pendingHandlers,
+      }),
+      plan: planConfiguration,
+      ok: ({ networks }, host) =>
+        `role ${host.postgres.user} and database ${databaseName(host)} in place; pg_hba allows ${networks.subnets.join(', ')}; listening on localhost,${networks.bridgeGateway}`,
+    }),
+  ],
 };
+
+/** The postgres step for a host: its own server (local mode), or a managed one (external). */
+export const postgresStep = (host: Host): Step => (host.postgres.mode === 'local' ? postgresLocal : postgresExternal);
