@@ -3,8 +3,8 @@
 // when X has firewall = true, then every check, on one SSH connection per host.
 // `--promote dev:prod`: the images proven on dev go to prod by digest, with a backup first and a
 // rollback if prod fails (scripts/lib/promotion/runbook.ts).
-import { parseArgs, play, printHelp, EXIT } from './lib/play.ts';
-import { allSteps } from './lib/plays.ts';
+import { parseArgs, runScript, printHelp, EXIT } from './lib/cli.ts';
+import { allSteps } from './lib/runbooks.ts';
 import { promote } from './lib/promotion/runbook.ts';
 import { promotionGuard } from './lib/steps/promotion.ts';
 import { allChecks } from '../checks/index.ts';
@@ -44,7 +44,7 @@ if (args.promote !== undefined) {
   process.exit(await promote(args));
 }
 
-await play({
+await runScript({
   ...spec,
   steps: (host, run) => [promotionGuard(Boolean(run.args['allow-rollback'])), ...allSteps(host, run)],
   checks: () => allChecks,

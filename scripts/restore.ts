@@ -1,7 +1,7 @@
 #!/usr/bin/env zx
 // Puts a backup back: verify, stop the backend, restore the database and the data and storage
 // folders, start, wait until healthy, then run the checks.
-import { fail, loadHosts, parseArgs, play } from './lib/play.ts';
+import { fail, loadHosts, parseArgs, runScript } from './lib/cli.ts';
 import { restore, restoreUsageProblem } from './lib/steps/restore.ts';
 import { allChecks } from '../checks/index.ts';
 
@@ -16,7 +16,7 @@ if (!args.help) {
   if (loadHosts(args).hosts.length !== 1) fail('restore.ts restores one host at a time: give a single host to --host. Nothing was changed.');
 }
 
-await play({
+await runScript({
   script: 'restore',
   summary: 'Restores a backup made by backup.ts: stops the backend, restores the database and the data, starts it and runs the checks.',
   extraHelp: `

@@ -3,8 +3,8 @@
 import { createInterface } from 'node:readline/promises';
 import type { Host, Inventory } from '../inventory.ts';
 import { isPinnedImage } from '../inventory.ts';
-import type { Args } from '../play.ts';
-import { fail, loadHosts } from '../play.ts';
+import type { Args } from '../cli.ts';
+import { fail, loadHosts } from '../cli.ts';
 import type { Role } from '../steps/promotion.ts';
 import { ROLES } from '../steps/promotion.ts';
 

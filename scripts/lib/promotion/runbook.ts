@@ -4,9 +4,9 @@
 // Each numbered stage below is one function; runbook() is their order and what ends the run.
 import { chalk } from 'zx';
 import type { Host, Inventory } from '../inventory.ts';
-import type { Args, RunInfo } from '../play.ts';
-import { EXIT, localDir, makeReporter, sessionFor } from '../play.ts';
-import { allSteps } from '../plays.ts';
+import type { Args, RunInfo } from '../cli.ts';
+import { EXIT, localDir, makeReporter, sessionFor } from '../cli.ts';
+import { allSteps } from '../runbooks.ts';
 import type { HostSession } from '../session.ts';
 import type { Reporter } from '../report.ts';
 import { BACKUP_MADE, backup } from '../steps/backup.ts';

@@ -39,7 +39,7 @@ Common options:
 Exit codes: 0 nothing failed (under --check: nothing would change), 1 a host failed or bad input,
 2 under --check: changes are pending.`;
 
-export interface PlaySpec {
+export interface ScriptSpec {
   script: string;
   summary: string;
   extraHelp?: string;
@@ -142,7 +142,7 @@ export function exitCode(runs: HostRun[], check: boolean): number {
 }
 
 /** The whole life of a plain script: parse, load, connect, run steps and checks, recap, exit. */
-export async function play(spec: PlaySpec): Promise<never> {
+export async function runScript(spec: ScriptSpec): Promise<never> {
   const args = parseArgs(spec);
   if (args.help) {
     printHelp(spec);
