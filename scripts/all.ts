@@ -3,7 +3,7 @@
 // when X has firewall = true, then every check, on one SSH connection per host.
 // `--promote dev:prod`: the images proven on dev go to prod by digest, with a backup first and a
 // rollback if prod fails (scripts/lib/promotion/runbook.ts).
-import { parseArgs, runScript, printHelp, EXIT } from './lib/cli.ts';
+import { commandLine, EXIT, runScript } from './lib/cli.ts';
 import { allSteps } from './lib/runbooks.ts';
 import { promote } from './lib/promotion/runbook.ts';
 import { promotionGuard } from './lib/steps/promotion.ts';
@@ -31,11 +31,7 @@ Promotion (instead of --host):
   strings: ['promote', 'backend-image', 'dashboard-image'],
 };
 
-const args = parseArgs(spec);
-if (args.help) {
-  printHelp(spec);
-  process.exit(EXIT.ok);
-}
+const args = commandLine(spec);
 if (args.promote !== undefined) {
   if (args.host) {
     process.stderr.write('error: give either --host (converge) or --promote (promotion), not both.\n');

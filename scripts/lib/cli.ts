@@ -39,12 +39,16 @@ Common options:
 Exit codes: 0 nothing failed (under --check: nothing would change), 1 a host failed or bad input,
 2 under --check: changes are pending.`;
 
-export interface ScriptSpec {
+/** What a script's command line takes beyond the common options, and says under --help. */
+export interface CommandLineSpec {
   script: string;
   summary: string;
   extraHelp?: string;
   booleans?: string[];
   strings?: string[];
+}
+
+export interface ScriptSpec extends CommandLineSpec {
   steps: (host: Host, run: RunInfo) => Step[];
   /** Post-conditions run after the steps (skipped under --check). */
   checks?: (host: Host) => Check[];
@@ -57,8 +61,14 @@ export function parseArgs(spec: { booleans?: string[]; strings?: string[] }): Ar
   });
 }
 
-export function printHelp(spec: { script: string; summary: string; extraHelp?: string }): void {
-  process.stdout.write(`Usage: npx zx scripts/${spec.script}.ts --host NAME [options]\n\n${spec.summary}\n${spec.extraHelp ?? ''}${COMMON_HELP}\n`);
+/** The script's options; under --help, its help text instead, and exit 0. */
+export function commandLine(spec: CommandLineSpec): Args {
+  const args = parseArgs(spec);
+  if (args.help) {
+    process.stdout.write(`Usage: npx zx scripts/${spec.script}.ts --host NAME [options]\n\n${spec.summary}\n${spec.extraHelp ?? ''}${COMMON_HELP}\n`);
+    process.exit(EXIT.ok);
+  }
+  return args;
 }
 
 /** Loads the inventory and selects hosts, or exits 1 with a message that says how to fix it. */
@@ -167,11 +177,7 @@ async function converge(session: HostSession, steps: Step[], checks: Check[] | u
 
 /** The whole life of a plain script: parse, load, connect, run steps and checks, recap, exit. */
 export async function runScript(spec: ScriptSpec): Promise<never> {
-  const args = parseArgs(spec);
-  if (args.help) {
-    printHelp(spec);
-    process.exit(EXIT.ok);
-  }
+  const args = commandLine(spec);
   const { inventory, hosts } = loadHosts(args);
   const reporter = makeReporter(args, inventory, hosts, spec.script);
   const run: RunInfo = { args, local: (...parts) => localDir(inventory, ...parts) };
