@@ -1,8 +1,8 @@
 #!/usr/bin/env zx
-import { play } from './lib/play.ts';
-import { adminKeyStep } from './lib/plays.ts';
+import { runScript } from './lib/cli.ts';
+import { adminKeyStep } from './lib/runbooks.ts';
 
-await play({
+await runScript({
   script: 'admin-key',
   summary: 'Generates the admin key once (generate_admin_key.sh), keeps it in the host .env and writes .secrets/<host>.env for the Convex CLI.',
   extraHelp: '\n  --show                print the admin key\n',

@@ -3,8 +3,8 @@
 // when X has firewall = true, then every check, on one SSH connection per host.
 // `--promote dev:prod`: the images proven on dev go to prod by digest, with a backup first and a
 // rollback if prod fails (scripts/lib/promotion/runbook.ts).
-import { parseArgs, play, printHelp, EXIT } from './lib/play.ts';
-import { allSteps } from './lib/plays.ts';
+import { commandLine, EXIT, runScript } from './lib/cli.ts';
+import { allSteps } from './lib/runbooks.ts';
 import { promote } from './lib/promotion/runbook.ts';
 import { promotionGuard } from './lib/steps/promotion.ts';
 import { allChecks } from '../checks/index.ts';
@@ -31,11 +31,7 @@ Promotion (instead of --host):
   strings: ['promote', 'backend-image', 'dashboard-image'],
 };
 
-const args = parseArgs(spec);
-if (args.help) {
-  printHelp(spec);
-  process.exit(EXIT.ok);
-}
+const args = commandLine(spec);
 if (args.promote !== undefined) {
   if (args.host) {
     process.stderr.write('error: give either --host (converge) or --promote (promotion), not both.\n');
@@ -44,7 +40,7 @@ if (args.promote !== undefined) {
   process.exit(await promote(args));
 }
 
-await play({
+await runScript({
   ...spec,
   steps: (host, run) => [promotionGuard(Boolean(run.args['allow-rollback'])), ...allSteps(host, run)],
   checks: () => allChecks,

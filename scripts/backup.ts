@@ -1,10 +1,10 @@
 #!/usr/bin/env zx
 // A verified backup now (pg_dump -Fc of the database, a tar of data and storage, SHA256SUMS)
 // under <root>/backups/<id>/, with rotation ([backup] keep = N); or, with --schedule, a daily job.
-import { play } from './lib/play.ts';
+import { runScript } from './lib/cli.ts';
 import { backup, backupSchedule, listBackups } from './lib/steps/backup.ts';
 
-await play({
+await runScript({
   script: 'backup',
   summary:
     'Makes a verified backup of the Convex database, data and storage in <root>/backups/<id>/ and keeps the newest [backup] keep = N.\n' +

@@ -1,8 +1,8 @@
 #!/usr/bin/env zx
-import { play } from './lib/play.ts';
+import { runScript } from './lib/cli.ts';
 import { allChecks } from '../checks/index.ts';
 
-await play({
+await runScript({
   script: 'check',
   summary: 'Runs the post-conditions in checks/ against the hosts; changes nothing.',
   steps: () => [],

@@ -1,8 +1,8 @@
 #!/usr/bin/env zx
-import { play } from './lib/play.ts';
+import { runScript } from './lib/cli.ts';
 import { compose } from './lib/steps/compose.ts';
 
-await play({
+await runScript({
   script: 'compose',
   summary: 'Writes <root>/docker-compose.yml from files/docker-compose.yml and the inventory.',
   steps: () => [compose],

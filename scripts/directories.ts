@@ -1,8 +1,8 @@
 #!/usr/bin/env zx
-import { play } from './lib/play.ts';
+import { runScript } from './lib/cli.ts';
 import { directories } from './lib/steps/directories.ts';
 
-await play({
+await runScript({
   script: 'directories',
   summary: 'Creates the volume folders (data, storage, logs, backups, config) and the root symlink.',
   steps: () => [directories],

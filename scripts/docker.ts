@@ -1,8 +1,8 @@
 #!/usr/bin/env zx
-import { play } from './lib/play.ts';
+import { runScript } from './lib/cli.ts';
 import { docker } from './lib/steps/docker.ts';
 
-await play({
+await runScript({
   script: 'docker',
   summary: 'Installs and starts the Docker engine and Compose (v2 plugin, or docker-compose v1).',
   steps: () => [docker],

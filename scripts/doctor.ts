@@ -5,7 +5,7 @@
 // restarted on the droplet. Exit 0 when every host is healthy, 1 when a problem was found or a
 // host could not be examined.
 import { chalk } from 'zx';
-import { EXIT, forEachHost, loadHosts, localDir, makeReporter, parseArgs } from './lib/play.ts';
+import { EXIT, forEachHost, loadHosts, localDir, makeReporter, parseArgs } from './lib/cli.ts';
 import { examine } from './lib/doctor.ts';
 import type { DoctorResult } from './lib/doctor.ts';
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env zx
 // From a bare droplet to a running Convex backend: directories, docker, secret, postgres,
 // compose, up, admin-key, then the checks.
-import { play } from './lib/play.ts';
-import { installSteps } from './lib/plays.ts';
+import { runScript } from './lib/cli.ts';
+import { installSteps } from './lib/runbooks.ts';
 import { installChecks } from '../checks/index.ts';
 
-await play({
+await runScript({
   script: 'install',
   summary: 'Installs Docker, PostgreSQL and the Convex backend and dashboard, idempotently, then runs the checks.',
   extraHelp: '\n  --show                print the admin key\n',

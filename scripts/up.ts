@@ -1,8 +1,8 @@
 #!/usr/bin/env zx
-import { play } from './lib/play.ts';
+import { runScript } from './lib/cli.ts';
 import { up } from './lib/steps/up.ts';
 
-await play({
+await runScript({
   script: 'up',
   summary: 'Pulls the pinned images and starts the containers when anything changed, then waits until healthy.',
   steps: () => [up],

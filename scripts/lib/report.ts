@@ -34,6 +34,22 @@ const STATUS_COLOUR: Record<Status, (s: string) => string> = {
   skipped: s => chalk.cyan(s),
 };
 
+/** Time as the reporter sees it: the real one, or in a test one that is moved on by hand. */
+export interface Clock {
+  now(): number;
+  /** Calls tick every `ms` until the returned stop() is called; never keeps the process alive. */
+  every(ms: number, tick: () => void): () => void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  every: (ms, tick) => {
+    const timer = setInterval(tick, ms);
+    timer.unref();
+    return () => clearInterval(timer);
+  },
+};
+
 export class Reporter {
   readonly logPath: string;
   private readonly json: boolean;
@@ -45,12 +61,14 @@ export class Reporter {
   private readonly lastProgress = new Map<string, number>();
   /** The newest progress line that arrived too soon after the last one shown. */
   private readonly unshown = new Map<string, string>();
-  /** Per host, the timer that shows a step is still working when it prints nothing. */
-  private readonly heartbeats = new Map<string, ReturnType<typeof setInterval>>();
+  /** Per host, what stops the timer that shows a step is still working when it prints nothing. */
+  private readonly heartbeats = new Map<string, () => void>();
   private readonly throttle: number;
+  private readonly clock: Clock;
 
-  constructor(opts: { json: boolean; showDiffs: boolean; logPath: string; hosts: string[]; script: string; argv: string[] }) {
+  constructor(opts: { json: boolean; showDiffs: boolean; logPath: string; hosts: string[]; script: string; argv: string[]; clock?: Clock }) {
     this.json = opts.json;
+    this.clock = opts.clock ?? systemClock;
     this.showDiffs = opts.showDiffs;
     this.logPath = opts.logPath;
     // Colour only where a person reads the human output: the stream it goes to is a terminal,
@@ -63,7 +81,7 @@ export class Reporter {
     this.hostWidth = Math.max(...opts.hosts.map(h => h.length), 4);
     this.manyHosts = opts.hosts.length > 1;
     mkdirSync(dirname(this.logPath), { recursive: true });
-    this.log(`\n=== ${new Date().toISOString()} ${opts.script} ${redact(opts.argv.join(' '))}`);
+    this.log(`\n=== ${new Date(this.clock.now()).toISOString()} ${opts.script} ${redact(opts.argv.join(' '))}`);
   }
 
   private log(line: string): void {
@@ -87,22 +105,21 @@ export class Reporter {
    */
   stepStarted(host: string, step: string): void {
     const key = `${host}/${step}`;
-    const now = Date.now();
+    const now = this.clock.now();
     this.started.set(key, now);
     this.stopHeartbeat(host);
-    const timer = setInterval(() => {
-      if (Date.now() - (this.lastProgress.get(key) ?? now) < this.throttle) return;
+    const stop = this.clock.every(this.throttle, () => {
+      if (this.clock.now() - (this.lastProgress.get(key) ?? now) < this.throttle) return;
       // The newest line the command printed meanwhile, else a plain sign of life.
       const line = this.unshown.get(key) ?? 'still working';
       this.unshown.delete(key);
       this.show(host, step, line);
-    }, this.throttle);
-    timer.unref();
-    this.heartbeats.set(host, timer);
+    });
+    this.heartbeats.set(host, stop);
   }
 
   private stopHeartbeat(host: string): void {
-    clearInterval(this.heartbeats.get(host));
+    this.heartbeats.get(host)?.();
     this.heartbeats.delete(host);
   }
 
@@ -113,7 +130,7 @@ export class Reporter {
     const line = text.split('\n').map(l => l.trim()).filter(Boolean).pop();
     if (!line) return;
     const last = this.lastProgress.get(key);
-    if (last !== undefined && Date.now() - last < this.throttle) {
+    if (last !== undefined && this.clock.now() - last < this.throttle) {
       this.unshown.set(key, line); // shown by the step's timer if nothing newer comes
       return;
     }
@@ -123,7 +140,7 @@ export class Reporter {
 
   private show(host: string, step: string, line: string): void {
     const key = `${host}/${step}`;
-    const now = Date.now();
+    const now = this.clock.now();
     this.lastProgress.set(key, now);
     const elapsed = ((now - (this.started.get(key) ?? now)) / 1000).toFixed(0);
     this.say(`${this.prefix(host)}  ${chalk.dim(`… ${step}: ${line.slice(0, 100)} (${elapsed}s)`)}`);

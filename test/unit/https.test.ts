@@ -11,8 +11,8 @@ import { hasHttp2Directive, reloadNginxScript, renderSite, siteChangeScript } fr
 import { dnsProblem, planCertificate, renewalValues } from '../../scripts/lib/steps/letsencrypt.ts';
 import type { CertificateState } from '../../scripts/lib/steps/letsencrypt.ts';
 import { iptablesUndo, openings, planUfw, renderIptablesScript, tunnelHint, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
-import { allSteps } from '../../scripts/lib/plays.ts';
-import type { RunInfo } from '../../scripts/lib/play.ts';
+import { allSteps } from '../../scripts/lib/runbooks.ts';
+import type { RunInfo } from '../../scripts/lib/cli.ts';
 import { cidrContains, dashboardRestricted } from '../../checks/dashboard-restricted.ts';
 import { backendPortsLocal } from '../../checks/backend-ports.ts';
 import { httpsChain } from '../../checks/https-chain.ts';

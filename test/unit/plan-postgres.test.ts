@@ -69,7 +69,7 @@ test('postgres: a fresh host installs, creates the role and database, writes the
   assert.deepEqual(labels(changes), ['replace pg_hba.conf (the original is kept aside)', 'create conf.d/convex-ops.conf', `restart PostgreSQL (listen_addresses = '${LISTEN}')`]);
   assert.deepEqual(changes.map(c => [c.arms, c.clears]), [['postgresql-reload', undefined], ['postgresql-restart', undefined], [undefined, 'postgresql-restart']]);
   // The restart re-reads pg_hba.conf: it clears the reload that the pg_hba.conf write armed.
-  assert.match(changeScript(changes[2]!)!, /pg_ctlcluster 15 main restart; fi && rm -f \/var\/lib\/convex-ops\/pending\/postgresql-reload\n\) && rm -f \/var\/lib\/convex-ops\/pending\/postgresql-restart$/);
+  assert.match(changeScript(changes[2]!)!, /pg_ctlcluster 15 main restart; fi && rm -f \/var\/lib\/convex-ops\/pending\/postgresql-reload\n\)\nrc=\$\?\n\[ "\$rc" -ne 0 \] \|\| rm -f \/var\/lib\/convex-ops\/pending\/postgresql-restart\nexit "\$rc"$/);
 });
 
 test('postgres: a converged host plans no change in any phase, and says what is in place', () => {

@@ -106,13 +106,15 @@ test('--json: stdout is one JSON document whose recap agrees with the human reca
 
 test('long work shows its newest output every few seconds, and a quiet step that it is still working', () => {
   const { stdout } = reporterRun(
-    `const r = new Reporter({ json: false, showDiffs: false, logPath, hosts: ['dev'], script: 'install', argv: [] });
+    `const { ManualClock } = await import('${new URL('./manual-clock.ts', import.meta.url).href}');
+     const clock = new ManualClock();
+     const r = new Reporter({ json: false, showDiffs: false, logPath, hosts: ['dev'], script: 'install', argv: [], clock });
      r.stepStarted('dev', 'up');
      r.progress('dev', 'up', 'Pulling fs layer\\n\\n');
      r.progress('dev', 'up', 'Extracting 42%');
-     await new Promise(resolve => setTimeout(resolve, 20_500));
+     clock.advance(20_500);
      r.stepFinished('dev', { step: 'up', status: 'ok', detail: '', changes: [], diffs: [], seconds: 20.5 });
-     await new Promise(resolve => setTimeout(resolve, 11_000));`,
+     clock.advance(11_000);`,
   );
   assert.match(stdout, /^dev +… up: Pulling fs layer \(0s\)$/m, 'progress shows the last line that has text, at once');
   assert.match(stdout, /^dev +… up: Extracting 42% \(10s\)$/m, 'a line that came too soon is shown on the next tick');

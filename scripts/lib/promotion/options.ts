@@ -2,9 +2,9 @@
 // operator's go-ahead. Everything that can be refused before connecting is refused here.
 import { createInterface } from 'node:readline/promises';
 import type { Host, Inventory } from '../inventory.ts';
-import { isPinnedImage } from '../inventory.ts';
-import type { Args } from '../play.ts';
-import { fail, loadHosts } from '../play.ts';
+import { isPinnedImage } from '../inventory/validate.ts';
+import type { Args } from '../cli.ts';
+import { fail, loadHosts } from '../cli.ts';
 import type { Role } from '../steps/promotion.ts';
 import { ROLES } from '../steps/promotion.ts';
 

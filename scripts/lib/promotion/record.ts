@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync, existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Host, Inventory } from '../inventory.ts';
-import { localDir } from '../play.ts';
+import { localDir } from '../cli.ts';
 import type { StepResult } from '../step.ts';
 import type { BackupMade } from '../steps/backup.ts';
 import type { Role, RoleImages } from '../steps/promotion.ts';

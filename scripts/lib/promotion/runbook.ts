@@ -3,10 +3,10 @@
 // (one SSH connection, one run lock) per host for the whole promotion, rollback included.
 // Each numbered stage below is one function; runbook() is their order and what ends the run.
 import { chalk } from 'zx';
-import type { Host, Inventory } from '../inventory.ts';
-import type { Args, RunInfo } from '../play.ts';
-import { EXIT, localDir, makeReporter, sessionFor } from '../play.ts';
-import { allSteps } from '../plays.ts';
+import type { Host } from '../inventory.ts';
+import type { Args, RunInfo } from '../cli.ts';
+import { EXIT, localDir, makeReporter, sessionFor } from '../cli.ts';
+import { allSteps } from '../runbooks.ts';
 import type { HostSession } from '../session.ts';
 import type { Reporter } from '../report.ts';
 import { BACKUP_MADE, backup } from '../steps/backup.ts';
@@ -31,17 +31,14 @@ import {
 } from '../steps/promotion.ts';
 import { allChecks } from '../../../checks/index.ts';
 import { confirm, promotionOptions } from './options.ts';
+import type { PromotionOptions } from './options.ts';
 import type { Outcome, PromotionRecord } from './record.ts';
 import { checkResults, newRecord, versionsOf, writeRecord } from './record.ts';
 import { printSummary } from './summary.ts';
 import { pinPromotedImages } from './inventory-pin.ts';
 
-interface Promotion {
+interface Promotion extends PromotionOptions {
   args: Args;
-  inventory: Inventory;
-  source: Host;
-  target: Host;
-  candidate: Record<Role, string>;
   reporter: Reporter;
   run: RunInfo;
   record: PromotionRecord;

@@ -39,12 +39,16 @@ Common options:
 Exit codes: 0 nothing failed (under --check: nothing would change), 1 a host failed or bad input,
 2 under --check: changes are pending.`;
 
-export interface PlaySpec {
+/** What a script's command line takes beyond the common options, and says under --help. */
+export interface CommandLineSpec {
   script: string;
   summary: string;
   extraHelp?: string;
   booleans?: string[];
   strings?: string[];
+}
+
+export interface ScriptSpec extends CommandLineSpec {
   steps: (host: Host, run: RunInfo) => Step[];
   /** Post-conditions run after the steps (skipped under --check). */
   checks?: (host: Host) => Check[];
@@ -57,8 +61,14 @@ export function parseArgs(spec: { booleans?: string[]; strings?: string[] }): Ar
   });
 }
 
-export function printHelp(spec: { script: string; summary: string; extraHelp?: string }): void {
-  process.stdout.write(`Usage: npx zx scripts/${spec.script}.ts --host NAME [options]\n\n${spec.summary}\n${spec.extraHelp ?? ''}${COMMON_HELP}\n`);
+/** The script's options; under --help, its help text instead, and exit 0. */
+export function commandLine(spec: CommandLineSpec): Args {
+  const args = parseArgs(spec);
+  if (args.help) {
+    process.stdout.write(`Usage: npx zx scripts/${spec.script}.ts --host NAME [options]\n\n${spec.summary}\n${spec.extraHelp ?? ''}${COMMON_HELP}\n`);
+    process.exit(EXIT.ok);
+  }
+  return args;
 }
 
 /** Loads the inventory and selects hosts, or exits 1 with a message that says how to fix it. */
@@ -141,27 +151,39 @@ export function exitCode(runs: HostRun[], check: boolean): number {
   return EXIT.ok;
 }
 
-/** The whole life of a plain script: parse, load, connect, run steps and checks, recap, exit. */
-export async function play(spec: PlaySpec): Promise<never> {
-  const args = parseArgs(spec);
-  if (args.help) {
-    printHelp(spec);
-    process.exit(EXIT.ok);
+/**
+ * Does one host's work on its session, then closes the session (run lock released, connection
+ * closed). An error the work throws outside any step (a step that cannot even be built, facts
+ * that cannot be listed) is that host's failure: shown, in its recap and in the exit code, and
+ * the other hosts carry on.
+ */
+export async function withSession(session: HostSession, work: () => Promise<void>): Promise<HostRun> {
+  const started = Date.now();
+  try {
+    await work();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    session.report({ step: 'run', status: 'failed', detail: redact(message), changes: [], diffs: [], seconds: (Date.now() - started) / 1000 });
   }
+  return session.close();
+}
+
+/** Connects, runs the steps and, when they converged, the checks. */
+async function converge(session: HostSession, steps: Step[], checks: Check[] | undefined): Promise<void> {
+  if (!(await session.open({ steps, phase: { checks } }))) return;
+  const converged = await session.run(steps, { checks });
+  if (converged && checks) await session.checks(checks);
+}
+
+/** The whole life of a plain script: parse, load, connect, run steps and checks, recap, exit. */
+export async function runScript(spec: ScriptSpec): Promise<never> {
+  const args = commandLine(spec);
   const { inventory, hosts } = loadHosts(args);
   const reporter = makeReporter(args, inventory, hosts, spec.script);
-  const runs = await forEachHost(hosts, Number(args.parallel ?? 10), async host => {
+  const run: RunInfo = { args, local: (...parts) => localDir(inventory, ...parts) };
+  const runs = await forEachHost(hosts, Number(args.parallel ?? 10), host => {
     const session = sessionFor(host, args, reporter, spec.script);
-    try {
-      const checks = args.check ? undefined : spec.checks?.(host);
-      const steps = spec.steps(host, { args, local: (...parts) => localDir(inventory, ...parts) });
-      if (await session.open({ steps, phase: { checks } })) {
-        const converged = await session.run(steps, { checks });
-        if (converged && checks) await session.checks(checks);
-      }
-    } finally {
-      return session.close();
-    }
+    return withSession(session, () => converge(session, spec.steps(host, run), args.check ? undefined : spec.checks?.(host)));
   });
   const code = exitCode(runs, Boolean(args.check));
   reporter.recap(runs, { script: spec.script, check: Boolean(args.check), exit: code });

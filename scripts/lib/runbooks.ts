@@ -1,6 +1,6 @@
 // Which steps each runbook runs, in order: the base install (scripts/install.ts), and what all.ts adds.
 import type { Host } from './inventory.ts';
-import type { RunInfo } from './play.ts';
+import type { RunInfo } from './cli.ts';
 import type { Step } from './step.ts';
 import { directories } from './steps/directories.ts';
 import { docker } from './steps/docker.ts';

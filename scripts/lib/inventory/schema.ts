@@ -1,0 +1,142 @@
+// The shape of inventory.toml: which keys exist, of which type, with which defaults, and the
+// checks that need nothing but that shape (unknown keys with "did you mean", types, control
+// characters). What the values mean is checked in validate.ts.
+import { isAbsolute, resolve } from 'node:path';
+import { expandHome } from '../ssh-config.ts';
+
+type Spec =
+  | { type: 'string' | 'integer' | 'boolean' | 'string[]' }
+  | { type: 'table'; keys: Record<string, Spec> };
+
+const text: Spec = { type: 'string' };
+const integer: Spec = { type: 'integer' };
+const table = (keys: Record<string, Spec>): Spec => ({ type: 'table', keys });
+
+export const DOMAIN_KEYS: Record<string, Spec> = { api: text, site: text, dashboard: text };
+export const HOST_KEYS: Record<string, Spec> = {
+  // How to reach the droplet.
+  address: text, port: integer, user: text, identity: text, identity_passphrase_env: text, known_hosts: text, ssh_config: text, jump: text,
+  // Where Convex lives on it, what it runs, and who may reach it.
+  volume: text, root: text, instance_name: text, backend_image: text, dashboard_image: text,
+  bind_address: text, domains: table(DOMAIN_KEYS), dashboard_allow: { type: 'string[]' }, firewall: { type: 'boolean' },
+  promote_from: text,
+  acme: table({ email: text, directory: text, ca_bundle: text }),
+  postgres: table({ mode: text, user: text, url: text, password_env: text, ca_file: text }),
+  backup: table({ keep: integer }),
+};
+export const TOP_KEYS = ['defaults', 'hosts', 'groups'];
+
+export const DEFAULTS = {
+  root: '/opt/convex',
+  instance_name: 'convex-self-hosted',
+  bind_address: '0.0.0.0',
+  dashboard_allow: [] as string[],
+  firewall: false,
+  acme: { directory: 'production' },
+  postgres: { mode: 'local', user: 'convex' },
+  backup: { keep: 7 },
+};
+
+export const ACME_DIRECTORIES: Record<string, string> = {
+  production: 'https://acme-v02.api.letsencrypt.org/directory',
+  staging: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+};
+
+/** Host and group names become file names (.secrets/<host>.env) and words in droplet files. */
+export const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+
+/** A key or value as shown in a message: JSON-quoted when it is not plain, so no control
+ * character from the inventory ever reaches the terminal or the log raw. */
+export const shown = (text: string) => (NAME.test(text) ? text : JSON.stringify(text));
+
+/**
+ * Every string of the inventory, keys included, with the path that leads to it. Values end up
+ * in files on the droplet (cron lines, scripts, configs), where a newline starts a new line
+ * that the file's reader would obey, so no string may hold a control character.
+ */
+export function controlCharacterProblems(value: unknown, at: string, problems: string[]): void {
+  const control = /\p{Cc}/u;
+  if (typeof value === 'string') {
+    if (control.test(value)) problems.push(`${at}: contains a control character (a newline, tab or similar), which could start a line of its own in a file on the droplet. Remove it.`);
+  } else if (Array.isArray(value)) {
+    value.forEach((item, i) => controlCharacterProblems(item, `${at}[${i}]`, problems));
+  } else if (isTable(value)) {
+    for (const [key, item] of Object.entries(value)) {
+      const path = at ? `${at}.${shown(key)}` : shown(key);
+      if (control.test(key)) problems.push(`${path}: the key contains a control character (a newline, tab or similar). Remove it.`);
+      controlCharacterProblems(item, path, problems);
+    }
+  }
+}
+
+export function asTable(value: unknown, at: string, problems: string[]): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    problems.push(`${at}: must be a table ([${at}]).`);
+    return {};
+  }
+  return value as Record<string, unknown>;
+}
+
+export function checkKeys(table: Record<string, unknown>, specs: Record<string, Spec>, at: string, problems: string[]): void {
+  for (const [key, value] of Object.entries(table)) {
+    const spec = specs[key];
+    if (!spec) {
+      problems.push(unknownKey(`${at}.${key}`, key, Object.keys(specs)));
+      continue;
+    }
+    const ok =
+      spec.type === 'string' ? typeof value === 'string' && value.length > 0
+      : spec.type === 'integer' ? Number.isInteger(value)
+      : spec.type === 'boolean' ? typeof value === 'boolean'
+      : spec.type === 'string[]' ? Array.isArray(value) && value.every(v => typeof v === 'string')
+      : typeof value === 'object' && value !== null && !Array.isArray(value);
+    if (!ok) {
+      problems.push(`${at}.${key}: must be ${spec.type === 'string[]' ? 'a list of strings' : spec.type === 'table' ? 'a table' : `a non-empty ${spec.type}`}.`);
+    } else if (spec.type === 'table') {
+      checkKeys(value as Record<string, unknown>, spec.keys, `${at}.${key}`, problems);
+    }
+  }
+}
+
+export function unknownKey(path: string, key: string, known: string[]): string {
+  const best = known
+    .map(k => ({ k, d: editDistance(key, k) }))
+    .sort((a, b) => a.d - b.d)[0];
+  const hint = best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? ` Did you mean "${best.k}"?` : ` Known keys: ${known.join(', ')}.`;
+  return `${path}: unknown key.${hint}`;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** [defaults] under a host's table: tables merge key by key, anything else the host's wins. */
+export function deepMerge(target: Record<string, unknown>, source: Record<string, unknown>): Record<string, unknown> {
+  for (const [key, value] of Object.entries(source)) {
+    const current = target[key];
+    if (isTable(value) && isTable(current)) target[key] = deepMerge({ ...current }, value);
+    else target[key] = structuredClone(value);
+  }
+  return target;
+}
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/** A path on the operator's machine: "~" is the home folder, a relative path is the inventory's folder. */
+export function resolveLocalPath(p: string, base: string): string {
+  const path = expandHome(p);
+  return isAbsolute(path) ? path : resolve(base, path);
+}
