@@ -3,7 +3,7 @@
 // stand-in docker, on a .env in a temporary folder.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Host } from '../../scripts/lib/inventory.ts';
@@ -83,6 +83,7 @@ test('the generating script is valid sh, and puts the key into .env in one comma
   // Exactly what the secret step would write with the key: the next run of either changes nothing.
   assert.equal(envAfter, envFile(host, new Map(Object.entries({ ...BASE, CONVEX_ADMIN_KEY: KEY, MY_OWN: 'kept' }))).content);
   assert.equal(statSync(join(root, '.env')).mode & 0o777, 0o600);
+  assert.deepEqual(readdirSync(root), ['.env'], 'no temporary file is left');
   assert.equal(parseEnv(envAfter).get('CONVEX_ADMIN_KEY'), KEY);
 });
 

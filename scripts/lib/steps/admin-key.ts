@@ -7,7 +7,7 @@ import type { Host } from '../inventory.ts';
 import { NAME } from '../inventory.ts';
 import type { Step } from '../step.ts';
 import { memoKey } from '../step.ts';
-import { atomicWriteScript, fileFact, MANAGED_MARKER, maskedEnvDiff, sha256 } from '../files.ts';
+import { atomicWriteScript, fileFact, MANAGED_MARKER, maskedEnvDiff, sha256, tempPrefix } from '../files.ts';
 import type { FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { phase } from '../plan.ts';
@@ -77,6 +77,8 @@ const GENERATED_KEY = memoKey<string>('the admin key generate_admin_key.sh print
 /** Stands for the key in the .env sent to the host, until the host knows the key. */
 const KEY_PLACEHOLDER = 'convex-ops-admin-key-placeholder';
 
+const noKey = (host: Host) => `generate_admin_key.sh printed no key of the form ${host.instance_name}|<hex>. Is the backend image a Convex backend?`;
+
 /**
  * One remote command, so that a key is never made and then lost between two: the backend's
  * generate_admin_key.sh, its output checked for a key of this instance, the key put into .env
@@ -84,19 +86,19 @@ const KEY_PLACEHOLDER = 'convex-ops-admin-key-placeholder';
  * printed for `after`. The instance name is [a-z0-9-] (inventory.ts), safe in the pattern.
  */
 function generateKeyScript(host: Host, template: string, foreign: boolean): string {
-  const noKey = `generate_admin_key.sh printed no key of the form ${host.instance_name}|<hex>. Is the backend image a Convex backend?`;
   return [
     'set -e',
     sh`out=$(docker exec ${CONTAINERS.backend} ./generate_admin_key.sh)`,
     sh`key=$(printf '%s\\n' "$out" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//' | grep -E -m 1 ${`^${host.instance_name}[|][0-9a-f]+$`} || true)`,
-    sh`[ -n "$key" ] || { echo ${noKey} >&2; exit 1; }`,
-    'template=$(mktemp)',
-    `trap 'rm -f "$template"' EXIT`,
+    sh`[ -n "$key" ] || { echo ${noKey(host)} >&2; exit 1; }`,
+    // Beside .env, as its other writes: a run killed here leaves them where the next run removes them.
+    sh`template=$(mktemp ${`${tempPrefix(envPath(host))}XXXXXX`}) filled=$(mktemp ${`${tempPrefix(envPath(host))}XXXXXX`})`,
+    `trap 'rm -f "$template" "$filled"' EXIT`,
     'cat > "$template"',
     sh`[ "$(sha256sum < "$template")" = ${`${sha256(template)}  -`} ] || { echo ${`the content of ${envPath(host)} arrived incomplete; it was not touched`} >&2; exit 1; }`,
-    sh`sed "s/^CONVEX_ADMIN_KEY=${KEY_PLACEHOLDER}\$/CONVEX_ADMIN_KEY=$key/" "$template" | (`,
-    atomicWriteScript({ path: envPath(host), mode: '600' }, foreign),
-    ')',
+    sh`sed "s/^CONVEX_ADMIN_KEY=${KEY_PLACEHOLDER}\$/CONVEX_ADMIN_KEY=$key/" "$template" > "$filled"`,
+    'grep -qxF "CONVEX_ADMIN_KEY=$key" "$filled"',
+    `( ${atomicWriteScript({ path: envPath(host), mode: '600' }, foreign)}\n) < "$filled"`,
     `printf '%s\\n' "$key"`,
   ].join('\n');
 }
@@ -111,7 +113,7 @@ function generateKey(host: Host, env: FileState, values: EnvValues): Change {
     diff: maskedEnvDiff(envPath(host), env.kind === 'file' ? env.content : '', template),
     after: (stdout, memo) => {
       const key = stdout.split('\n').map(l => l.trim()).find(l => ADMIN_KEY.test(l) && l.startsWith(`${host.instance_name}|`));
-      if (!key) throw new Error(`generate_admin_key.sh printed no key of the form ${host.instance_name}|<hex>. Is the backend image a Convex backend?`);
+      if (!key) throw new Error(noKey(host));
       registerSecret(key);
       memo.set(GENERATED_KEY, key);
     },
