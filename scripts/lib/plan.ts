@@ -5,6 +5,7 @@
 import type { Host } from './inventory.ts';
 import type { Fact, HostMemo } from './step.ts';
 import { STATE_DIR, SkipStep } from './step.ts';
+import type { RunResult } from './ssh.ts';
 import type { FileState, DesiredFile } from './files.ts';
 import { MANAGED_MARKER, atomicWriteScript, maskedEnvDiff, sha256, unifiedDiff } from './files.ts';
 import type { Packages } from './system.ts';
@@ -31,6 +32,12 @@ export interface Change {
    * In a dry run it is not called.
    */
   after?: (stdout: string, memo: HostMemo) => string | void;
+  /**
+   * The error to report when the script fails, made from its output: a script that does several
+   * things (pull, start, wait) says which of them failed and why. Undefined, or nothing returned:
+   * "<host>: <label> failed (exit n)" with the script's last lines of stderr.
+   */
+  failure?: (result: RunResult) => string | undefined;
 }
 
 /** A reload or restart that changes arm and one change performs (Ansible's handlers). */

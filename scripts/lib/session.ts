@@ -1,7 +1,7 @@
 // One host for one run: its single SSH connection, its run lock, its fact cache, and the steps
 // and checks run on it in order. A failed step ends the host's run; other hosts carry on.
 import type { Host } from './inventory.ts';
-import { Connection } from './ssh.ts';
+import { Connection, RemoteError } from './ssh.ts';
 import { acquireRunLock } from './lock.ts';
 import { factsScript, gatherFacts, HostMemo, Readings, recordFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
 import type { Fact, Step, StepResult } from './step.ts';
@@ -207,7 +207,8 @@ export class HostSession {
         if (this.options.check) continue;
         progress(change.label);
         const script = changeScript(change);
-        const result = script ? await conn.run(script, change.label, { stdin: change.stdin, onOutput: change.streams ? progress : undefined }) : undefined;
+        const result = script ? await conn.run(script, change.label, { stdin: change.stdin, onOutput: change.streams ? progress : undefined, allowFail: change.failure !== undefined }) : undefined;
+        if (result && result.code !== 0) throw new Error(change.failure?.(result) ?? new RemoteError(this.host.name, change.label, result).message);
         const label = change.after?.(result?.stdout ?? '', this.memo);
         if (label) outcome.changes[outcome.changes.length - 1] = label;
         // Whatever was read before may be stale now: later readings go back to the host.

@@ -4,11 +4,15 @@
 import { randomBytes } from 'node:crypto';
 import type { Host } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
-import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
+import { fileFact, MANAGED_MARKER } from '../files.ts';
+import type { DesiredFile, FileState } from '../files.ts';
+import type { Change } from '../plan.ts';
+import { fileChanges, phase } from '../plan.ts';
 import { registerSecret } from '../redact.ts';
 import { sh } from '../shell.ts';
 import { yaml } from '../yaml.ts';
 import { CONTAINERS, containersFact } from './docker.ts';
+import type { ContainerState } from './docker.ts';
 
 export const envPath = (host: Host) => `${host.root}/.env`;
 /** Where the backend keeps the secret it generated itself when none was given. */
@@ -38,9 +42,14 @@ export function renderEnv(values: EnvValues): string {
   return `# ${MANAGED_MARKER}. Secrets: keep this file mode 0600 and out of backups you share.\n# INSTANCE_SECRET must never change: every admin key derives from it.\n${keys.map(k => `${k}=${values.get(k)}`).join('\n')}\n`;
 }
 
-export async function readEnv(ctx: StepContext): Promise<EnvValues> {
-  const state = await ctx.fact(fileFact(envPath(ctx.host)));
+/** The values of a .env as read on the host: none when it is absent. */
+export function envOf(state: FileState): EnvValues {
   return state.kind === 'file' ? parseEnv(state.content) : new Map();
+}
+
+/** The .env's values, for steps that still read through a StepContext (postgres). */
+export async function readEnv(ctx: StepContext): Promise<EnvValues> {
+  return envOf(await ctx.fact(fileFact(envPath(ctx.host))));
 }
 
 const adoptedSecret = (host: Host): Fact<string | undefined> => ({
@@ -54,7 +63,7 @@ const adoptedSecret = (host: Host): Fact<string | undefined> => ({
 });
 
 /** A password of 40 characters from [A-Za-z0-9]: no character that a URL or shell would mangle. */
-function generatePassword(): string {
+function randomPassword(): string {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
   const out: string[] = [];
   while (out.length < 40) {
@@ -118,13 +127,21 @@ export interface Adopted {
   project?: string;
 }
 
-export function wantedEnv(host: Host, current: EnvValues, adopted: Adopted = {}): EnvValues {
+/** Where new secrets come from: random bytes, or fixed values in a test. */
+export interface Generate {
+  secret: () => string;
+  password: () => string;
+}
+
+const RANDOM: Generate = { secret: () => randomBytes(32).toString('hex'), password: randomPassword };
+
+export function wantedEnv(host: Host, current: EnvValues, adopted: Adopted = {}, generate: Generate = RANDOM): EnvValues {
   const values = new Map(current);
   values.set('COMPOSE_PROJECT_NAME', values.get('COMPOSE_PROJECT_NAME') ?? adopted.project ?? 'convex');
-  if (!values.get('INSTANCE_SECRET')) values.set('INSTANCE_SECRET', adopted.secret ?? randomBytes(32).toString('hex'));
+  if (!values.get('INSTANCE_SECRET')) values.set('INSTANCE_SECRET', adopted.secret ?? generate.secret());
   let password: string;
   if (host.postgres.mode === 'local') {
-    password = values.get('POSTGRES_PASSWORD') || adopted.password || generatePassword();
+    password = values.get('POSTGRES_PASSWORD') || adopted.password || generate.password();
     values.set('POSTGRES_PASSWORD', password);
   } else {
     password = process.env[host.postgres.password_env!]!;
@@ -135,26 +152,46 @@ export function wantedEnv(host: Host, current: EnvValues, adopted: Adopted = {})
   return values;
 }
 
-export async function writeEnv(ctx: StepContext, values: EnvValues): Promise<boolean> {
-  return ensureFile(ctx, { path: envPath(ctx.host), content: renderEnv(values), mode: '600', secret: true, label: '.env' });
+/** The .env holding `values`: mode 0600, and its diffs show keys with every value masked. */
+export function envFile(host: Host, values: EnvValues): DesiredFile {
+  return { path: envPath(host), content: renderEnv(values), mode: '600', secret: true, label: '.env' };
+}
+
+export interface SecretFacts {
+  env: FileState;
+  /** The secret the backend generated in its credentials folder, if it did. */
+  credentials: string | undefined;
+  compose: FileState;
+  containers: Map<string, ContainerState>;
+}
+
+/**
+ * The .env write, when anything differs. INSTANCE_SECRET is never replaced once there; when it
+ * is not yet, the write's label says where the new one comes from.
+ */
+export function planSecret(facts: SecretFacts, host: Host, generate: Generate = RANDOM): Change[] {
+  const current = envOf(facts.env);
+  const hasSecret = Boolean(current.get('INSTANCE_SECRET'));
+  const adopted: Adopted = {
+    secret: hasSecret ? undefined : facts.credentials,
+    password: facts.compose.kind === 'file' && !current.get('POSTGRES_PASSWORD') ? passwordFromCompose(host, facts.compose.content) : undefined,
+    // Keeping the project of the containers already running makes compose replace them,
+    // rather than fail on their names or start a second project beside them.
+    project: current.get('COMPOSE_PROJECT_NAME') ? undefined : facts.containers.get(CONTAINERS.backend)?.composeProject,
+  };
+  const changes = fileChanges(facts.env, envFile(host, wantedEnv(host, current, adopted, generate)));
+  if (hasSecret) return changes;
+  const origin = adopted.secret ? 'adopting the INSTANCE_SECRET the backend generated' : 'with a generated INSTANCE_SECRET';
+  return changes.map(change => (change.stdin === undefined ? change : { ...change, label: `${change.label}, ${origin}` }));
 }
 
 export const secret: Step = {
   name: 'secret',
-  facts: host => [fileFact(envPath(host)), adoptedSecret(host), fileFact(composePath(host)), containersFact],
-  async run(ctx) {
-    const current = await readEnv(ctx);
-    const compose = await ctx.fact(fileFact(composePath(ctx.host)));
-    const adopted: Adopted = {
-      secret: current.get('INSTANCE_SECRET') ? undefined : await ctx.fact(adoptedSecret(ctx.host)),
-      password: compose.kind === 'file' && !current.get('POSTGRES_PASSWORD') ? passwordFromCompose(ctx.host, compose.content) : undefined,
-      // Keeping the project of the containers already running makes compose replace them,
-      // rather than fail on their names or start a second project beside them.
-      project: current.get('COMPOSE_PROJECT_NAME') ? undefined : (await ctx.fact(containersFact)).get(CONTAINERS.backend)?.composeProject,
-    };
-    const wanted = wantedEnv(ctx.host, current, adopted);
-    if (!current.get('INSTANCE_SECRET')) ctx.changes.push(adopted.secret ? 'adopt the INSTANCE_SECRET the backend generated' : 'generate INSTANCE_SECRET');
-    await writeEnv(ctx, wanted);
-    return 'INSTANCE_SECRET and database credentials in place (mode 0600)';
-  },
+  phases: [
+    phase({
+      facts: (host: Host) => ({ env: fileFact(envPath(host)), credentials: adoptedSecret(host), compose: fileFact(composePath(host)), containers: containersFact }),
+      plan: (facts, host) => planSecret(facts, host),
+      ok: () => 'INSTANCE_SECRET and database credentials in place (mode 0600)',
+    }),
+  ],
 };

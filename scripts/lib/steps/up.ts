@@ -1,15 +1,20 @@
 // Pull, `compose up -d`, and wait until the backend is healthy and the dashboard answers — but
 // only when the compose file, the values it takes from .env, or the images changed since the
-// last successful start. Otherwise nothing is run and nothing restarts.
-import pRetry, { AbortError } from 'p-retry';
+// last successful start. Otherwise nothing is run and nothing restarts. The start is one remote
+// script: its pulls retry and its waits poll on the droplet, not from here.
 import type { Host } from '../inventory.ts';
 import type { Fact, Step, StepContext } from '../step.ts';
 import { STATE_DIR } from '../step.ts';
 import { fileFact, sha256 } from '../files.ts';
+import type { FileState } from '../files.ts';
+import type { Change } from '../plan.ts';
+import { phase } from '../plan.ts';
+import { RemoteError } from '../ssh.ts';
+import type { RunResult } from '../ssh.ts';
 import { sh } from '../shell.ts';
-import { redact } from '../redact.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
-import { composeCommand, CONTAINERS, containersFact, dockerState } from './docker.ts';
+import { CONTAINERS, containersFact, dockerState } from './docker.ts';
+import type { ContainerState, DockerState } from './docker.ts';
 import { composePath, envPath, parseEnv } from './secret.ts';
 
 /** The local image ID each pinned reference resolves to, or '' when it has not been pulled. */
@@ -27,6 +32,8 @@ export function imagesFact(host: Host): Fact<Map<string, string>> {
 
 const APPLIED = `${STATE_DIR}/compose-applied`;
 
+export const appliedFact: Fact<string> = { key: 'compose-applied', command: `cat ${APPLIED}`, parse: out => out.trim() };
+
 /** What compose turns into containers: its file plus the .env values it interpolates. */
 export function composeInputsHash(composeText: string, envText: string): string {
   const env = parseEnv(envText);
@@ -34,122 +41,209 @@ export function composeInputsHash(composeText: string, envText: string): string 
   return sha256(composeText + '\n' + used.map(k => `${k}=${env.get(k) ?? ''}`).join('\n'));
 }
 
-export async function composeUp(ctx: StepContext, why: string): Promise<void> {
-  const { host } = ctx;
-  const compose = await composeCommand(ctx);
-  const images = await ctx.fact(imagesFact(host));
-  const missing = [...images].filter(([, id]) => !id).map(([ref]) => ref);
-  if (missing.length) {
-    await ctx.change(`pull ${missing.join(', ')}`, () =>
-      pRetry(() => ctx.run(sh`docker pull -q ${missing[0]!}` + (missing[1] ? sh` && docker pull -q ${missing[1]}` : ''), 'docker pull', { onOutput: c => ctx.progress(c) }), {
-        retries: 3,
-        minTimeout: 2000,
-        shouldRetry: ({ error }) => !/manifest unknown|not found|unauthorized|denied|invalid reference/i.test(error.message),
-      }),
-    );
-  }
-  const envText = await ctx.fact(fileFact(envPath(host)));
-  const composeText = await ctx.fact(fileFact(composePath(host)));
-  const hash = composeInputsHash(composeText.kind === 'file' ? composeText.content : '', envText.kind === 'file' ? envText.content : '');
-  await ctx.change(`start containers (${why})`, async () => {
-    // The backend first: the dashboard depends on it being healthy, and compose (v1 at once, v2
-    // after its own wait) gives up on a backend still in the restart loop whose cause this run
-    // just fixed (e.g. pg_hba.conf), where a bounded wait sees it come back.
-    const upDetached = (services: string[]) =>
-      ctx.run(sh`cd ${host.root} && ${compose.split(' ')} up -d ${services}`, ['compose up', ...services].join(' '), { onOutput: c => ctx.progress(c) });
-    await upDetached(['backend']);
-    await waitHealthy(ctx, { dashboard: false });
-    await upDetached([]);
-    await waitHealthy(ctx);
-    await ctx.run(sh`mkdir -p ${STATE_DIR} && printf '%s\n' ${hash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}`, 'record applied configuration');
-  });
+/** The compose command the docker step found, if any. (Local until docker.ts has one for all steps.) */
+function composeCommandOf(state: DockerState): string | undefined {
+  return state.compose === 'v2' ? 'docker compose' : state.compose === 'v1' ? 'docker-compose' : undefined;
+}
+
+/** The line after which a failing script prints the error the step reports (scriptFailure). */
+const FAILURE_MARK = '@@convex-ops-failure';
+
+/**
+ * What the start and wait scripts begin with: `$host` for messages, a scratch folder, and
+ *   fail LINE…       ends the script; the lines are the step's error
+ *   shown CMD…       runs CMD, its output shown as it comes and kept for an error
+ *   must WHAT CMD…   runs CMD, or fails with "<host>: WHAT failed (exit n):" and its last lines
+ */
+function prelude(host: Host): string[] {
+  return [
+    sh`host=${host.name}`,
+    'd=$(mktemp -d) || exit 1',
+    `trap 'rm -rf "$d"' EXIT`,
+    `fail() { printf '%s\\n' '${FAILURE_MARK}' "$@" >&2; exit 1; }`,
+    `shown() { { "$@" 2>&1; echo "$?" >"$d/rc"; } | tee "$d/out"; return "$(cat "$d/rc")"; }`,
+    'must() {',
+    '  what=$1; shift',
+    '  shown "$@" && return 0',
+    '  out=$(tail -n 15 "$d/out")',
+    '  fail "$host: $what failed (exit $(cat "$d/rc"))${out:+:}" "$out"',
+    '}',
+  ];
+}
+
+/** The newest health check's exit code and last output line, e.g. "exit 1: curl: (22) … error: 500". */
+const LAST_HEALTH_CHECK = [
+  'last_health_check() {',
+  sh`  log=$(docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}{{println "@@check" .ExitCode}}{{println .Output}}{{end}}{{end}}' ${CONTAINERS.backend} 2>/dev/null) || { echo 'its health log cannot be read'; return; }`,
+  // The last line: curl's progress meter (\r-separated) comes before its error.
+  `  printf '%s\\n' "$log" | tr '\\r' '\\n' | awk '`,
+  '    /^@@check / { code = $2; line = ""; next }',
+  '    { sub(/^[ \\t]+/, ""); sub(/[ \\t]+$/, ""); if ($0 != "") line = $0 }',
+  `    END { if (code == "") print "no health check result yet"; else print "exit " code ": " (line == "" ? "no output" : line) }'`,
+  '}',
+];
+
+/**
+ * wait_healthy yes|no: a bounded wait (about 150 s) until the backend is healthy (and, with
+ * "yes", the dashboard answers 200). It fails at once, with the last log lines, on a crash loop:
+ * the container exited, or restarted twice more since the wait began (restarts from before, a
+ * loop whose cause this run just fixed, count only from here on). A backend that keeps running
+ * while Docker calls it unhealthy fails after 30 s with its health check's own output: a bad
+ * image (a promotion's candidate) is told in a minute, while a restart (which makes the health
+ * "starting" again) starts the 30 s anew.
+ */
+const WAIT_HEALTHY = [
+  'wait_healthy() {',
+  '  dashboard=$1 start=$(date +%s) baseline= unhealthy_since=',
+  '  while :; do',
+  '    now=$(date +%s)',
+  sh`    set -- $(docker inspect --format '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' ${CONTAINERS.backend} 2>/dev/null)`,
+  '    status=${1:-} restarts=${2:-0} health=${3:-}',
+  '    baseline=${baseline:-$restarts}',
+  '    if [ "$status" = exited ] || [ $((restarts - baseline)) -ge 2 ]; then',
+  sh`      fail "the backend is not staying up ($status, $restarts restarts). Last log lines:" "$(docker logs --tail 15 ${CONTAINERS.backend} 2>&1)" "Run scripts/doctor.ts --host $host for the cause."`,
+  '    fi',
+  '    if [ "$status" = running ] && [ "$health" = unhealthy ]; then',
+  '      unhealthy_since=${unhealthy_since:-$now}',
+  '      [ $((now - unhealthy_since)) -lt 30 ] || fail "the backend stays unhealthy: its health check keeps failing ($(last_health_check)). Run scripts/doctor.ts --host $host for the cause."',
+  '    else',
+  '      unhealthy_since=',
+  '    fi',
+  '    state="backend ${health:-$status}" and=',
+  '    if [ "$dashboard" = yes ]; then',
+  `      answer=$(curl -s -o /dev/null -w 'dashboard %{http_code}' --max-time 3 http://127.0.0.1:6791/)`,
+  `      state="$state; $answer" and=' and the dashboard to answer'`,
+  '    fi',
+  `    if [ "$health" = healthy ] && { [ "$dashboard" = no ] || [ "$answer" = 'dashboard 200' ]; }; then return 0; fi`,
+  '    echo "waiting for the backend to be healthy (${health:-$status})$and"',
+  '    [ $((now - start)) -lt 150 ] || fail "the backend did not become healthy within $((now - start))s ($state). Run scripts/doctor.ts --host $host."',
+  '    sleep 2',
+  '  done',
+  '}',
+];
+
+/**
+ * pull REF: pulls an image, again after 2, 4 and 8 s when the registry or the network failed;
+ * at once fails when the image does not exist or may not be pulled.
+ */
+const PULL = [
+  'pull() {',
+  '  delay=2',
+  '  until shown docker pull -q "$1"; do',
+  `    if [ "$delay" -gt 8 ] || grep -Eqi 'manifest unknown|not found|unauthorized|denied|invalid reference' "$d/out"; then`,
+  `      fail "$host: docker pull $1 failed (exit $(cat "$d/rc")):" "$(tail -n 15 "$d/out")"`,
+  '    fi',
+  '    echo "docker pull $1 failed; trying again in $delay s"',
+  '    sleep "$delay"; delay=$((delay * 2))',
+  '  done',
+  '}',
+];
+
+/**
+ * The whole start as one remote script: the missing images pulled, the backend started and
+ * waited for, then the rest, and the inputs' hash recorded once everything is up. The backend
+ * goes first: the dashboard depends on it being healthy, and compose (v1 at once, v2 after its
+ * own wait) gives up on a backend still in the restart loop whose cause this run just fixed
+ * (e.g. pg_hba.conf), where the bounded wait sees it come back.
+ */
+export function startContainersScript(host: Host, compose: string, opts: { pull: string[]; appliedHash: string }): string {
+  const command = compose.split(' ');
+  return [
+    ...prelude(host),
+    ...LAST_HEALTH_CHECK,
+    ...WAIT_HEALTHY,
+    ...PULL,
+    ...opts.pull.map(ref => sh`pull ${ref}`),
+    sh`cd ${host.root} || fail ${`${host.name}: cannot enter ${host.root}`}`,
+    sh`must 'compose up backend' ${command} up -d backend`,
+    'wait_healthy no',
+    sh`must 'compose up' ${command} up -d`,
+    'wait_healthy yes',
+    sh`{ mkdir -p ${STATE_DIR} && printf '%s\\n' ${opts.appliedHash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}; } || fail ${`${host.name}: recording the applied configuration in ${APPLIED} failed`}`,
+  ].join('\n');
+}
+
+/** The wait alone, for a step that starts the backend itself (restore). */
+export function waitHealthyScript(host: Host, { dashboard }: { dashboard: boolean }): string {
+  return [...prelude(host), ...LAST_HEALTH_CHECK, ...WAIT_HEALTHY, `wait_healthy ${dashboard ? 'yes' : 'no'}`].join('\n');
+}
+
+/** The error a start or wait script printed after FAILURE_MARK, if it failed on purpose. */
+export function scriptFailure(result: Pick<RunResult, 'stderr'>): string | undefined {
+  const at = result.stderr.lastIndexOf(`${FAILURE_MARK}\n`);
+  return at < 0 ? undefined : result.stderr.slice(at + FAILURE_MARK.length + 1).trim() || undefined;
+}
+
+/** Waits as the start does, for steps that run commands themselves (restore, until it is planned as data). */
+export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): Promise<void> {
+  const what = 'wait until the backend is healthy';
+  const result = await ctx.run(waitHealthyScript(ctx.host, { dashboard }), what, { allowFail: true, onOutput: c => ctx.progress(c) });
+  if (result.code !== 0) throw new Error(scriptFailure(result) ?? new RemoteError(ctx.host.name, what, result).message);
 }
 
 /**
- * Bounded wait: up to about two minutes, failing at once (with the logs) on a crash loop: the
- * container exited, or restarted twice more since the wait began. Restarts from before (a loop
- * whose cause was just fixed, e.g. PostgreSQL started again) only count from here on. A backend
- * that keeps running while Docker calls it unhealthy fails after UNHEALTHY_GRACE_MS more, with
- * its health check's own output: a bad image (a promotion's candidate) is told in a minute, not
- * two and a half, while a restart (which makes the health "starting" again) starts the grace anew.
+ * A start that cannot be made yet because an earlier step's work is missing: a dry run lists it
+ * (that step would have done its work by then), a real run fails on it with `message`.
  */
-export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): Promise<void> {
-  const probe =
-    sh`docker inspect --format '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' ${CONTAINERS.backend}` +
-    (dashboard ? `; curl -s -o /dev/null -w 'dashboard %{http_code}\n' --max-time 3 http://127.0.0.1:6791/` : '');
-  const started = Date.now();
-  let baseline: number | undefined;
-  let unhealthySince: number | undefined;
-  await pRetry(
-    async () => {
-      const { stdout } = await ctx.run(probe, 'health', { allowFail: true });
-      const [status, restarts, health] = stdout.split('\n')[0]!.split(' ');
-      baseline ??= Number(restarts) || 0;
-      if (status === 'exited' || Number(restarts) - baseline >= 2) {
-        const logs = await ctx.run(sh`docker logs --tail 15 ${CONTAINERS.backend} 2>&1`, 'backend logs', { allowFail: true });
-        throw new AbortError(redact(`the backend is not staying up (${status}, ${restarts} restarts). Last log lines:\n${logs.stdout.trim()}\nRun scripts/doctor.ts --host ${ctx.host.name} for the cause.`));
-      }
-      unhealthySince = status === 'running' && health === 'unhealthy' ? (unhealthySince ?? Date.now()) : undefined;
-      if (unhealthySince !== undefined && Date.now() - unhealthySince >= UNHEALTHY_GRACE_MS) {
-        throw new AbortError(redact(`the backend stays unhealthy: its health check keeps failing (${await lastHealthCheck(ctx)}). Run scripts/doctor.ts --host ${ctx.host.name} for the cause.`));
-      }
-      if (health !== 'healthy' || (dashboard && !stdout.includes('dashboard 200'))) {
-        ctx.progress(`waiting for the backend to be healthy (${health || status})${dashboard ? ' and the dashboard to answer' : ''}`);
-        throw new Error(`backend ${health || status}${dashboard ? `; ${stdout.split('\n')[1] ?? ''}` : ''}`);
-      }
-    },
-    { retries: 60, factor: 1, minTimeout: 2000, maxRetryTime: 150_000 },
-  ).catch(error => {
-    if (error instanceof AbortError || (error as Error).message.startsWith('the backend')) throw error;
-    throw new Error(`the backend did not become healthy within ${Math.round((Date.now() - started) / 1000)}s (${(error as Error).message}). Run scripts/doctor.ts --host ${ctx.host.name}.`);
-  });
+function blockedStart(label: string, message: string): Change {
+  return { label, script: sh`echo ${message} >&2; exit 1`, failure: () => message };
 }
 
-const UNHEALTHY_GRACE_MS = 30_000;
-
-/** The newest health check's exit code and last output line, e.g. "exit 1: curl: (22) … error: 500". */
-async function lastHealthCheck(ctx: StepContext): Promise<string> {
-  const { stdout } = await ctx.run(sh`docker inspect --format '{{json .State.Health}}' ${CONTAINERS.backend}`, 'health log', { allowFail: true });
-  try {
-    const log = (JSON.parse(stdout) as { Log?: Array<{ ExitCode: number; Output: string }> } | null)?.Log ?? [];
-    const last = log[log.length - 1];
-    // The last line: curl's progress meter (\r-separated) comes before its error.
-    return last ? `exit ${last.ExitCode}: ${last.Output.split(/[\r\n]+/).map(l => l.trim()).filter(Boolean).pop() ?? 'no output'}` : 'no health check result yet';
-  } catch {
-    return 'its health log cannot be read';
+/** Why the containers differ from what the inventory and the files want; empty when they do not. */
+function containerProblems(containers: Map<string, ContainerState>, images: Map<string, string>, host: Host): string[] {
+  const problems: string[] = [];
+  for (const [role, name] of Object.entries(CONTAINERS)) {
+    const c = containers.get(name);
+    const ref = role === 'backend' ? host.backend_image : host.dashboard_image;
+    if (!c) problems.push(`${name} does not exist`);
+    else if (c.status !== 'running') problems.push(`${name} is ${c.status}`);
+    // Running but failing (e.g. recreated by hand with another .env): compose up -d puts the
+    // configuration of the files back, or the wait fails with the logs.
+    else if (c.health === 'unhealthy' || (c.restarts > 0 && c.health === 'starting')) problems.push(`${name} is ${c.health === 'unhealthy' ? 'unhealthy' : 'restarting'}`);
+    else if (c.configImage !== ref || c.imageId !== images.get(ref)) problems.push(`${name} runs another image`);
   }
+  return problems;
 }
 
-export const appliedFact: Fact<string> = { key: 'compose-applied', command: `cat ${APPLIED}`, parse: out => out.trim() };
+export interface UpFacts {
+  containers: Map<string, ContainerState>;
+  images: Map<string, string>;
+  applied: string;
+  compose: FileState;
+  env: FileState;
+  docker: DockerState;
+}
+
+/** One start when the containers, their images or compose's inputs differ from what is wanted; else nothing. */
+export function planUp(facts: UpFacts, host: Host): Change[] {
+  if (facts.compose.kind !== 'file' || facts.env.kind !== 'file') {
+    return [blockedStart('start containers (after compose and .env are written)', `${composePath(host)} or ${envPath(host)} is missing. Run scripts/secret.ts and scripts/compose.ts first.`)];
+  }
+  const compose = composeCommandOf(facts.docker);
+  if (!compose) return [blockedStart('start containers (after Docker Compose is installed)', 'Docker Compose is not installed. Run scripts/docker.ts first.')];
+  const appliedHash = composeInputsHash(facts.compose.content, facts.env.content);
+  const problems = containerProblems(facts.containers, facts.images, host);
+  if (facts.applied !== appliedHash) problems.push('compose file or .env changed');
+  if (problems.length === 0) return [];
+  const pull = [...facts.images].filter(([, id]) => !id).map(([ref]) => ref);
+  const start = `start containers (${problems.join(', ')})`;
+  return [{ label: pull.length ? `pull ${pull.join(', ')} and ${start}` : start, script: startContainersScript(host, compose, { pull, appliedHash }), streams: true, failure: scriptFailure }];
+}
 
 export const up: Step = {
   name: 'up',
-  facts: host => [containersFact, imagesFact(host), appliedFact, fileFact(composePath(host)), fileFact(envPath(host)), dockerState],
-  async run(ctx) {
-    const { host } = ctx;
-    const composeText = await ctx.fact(fileFact(composePath(host)));
-    const envText = await ctx.fact(fileFact(envPath(host)));
-    if (composeText.kind !== 'file' || envText.kind !== 'file') {
-      if (ctx.check) return void ctx.changes.push('start containers (after compose and .env are written)');
-      throw new Error(`${composePath(host)} or ${envPath(host)} is missing. Run scripts/secret.ts and scripts/compose.ts first.`);
-    }
-    const containers = await ctx.fact(containersFact);
-    const images = await ctx.fact(imagesFact(host));
-    const applied = await ctx.fact(appliedFact);
-    const wanted = composeInputsHash(composeText.content, envText.content);
-    const problems: string[] = [];
-    for (const [role, name] of Object.entries(CONTAINERS)) {
-      const c = containers.get(name);
-      const ref = role === 'backend' ? host.backend_image : host.dashboard_image;
-      if (!c) problems.push(`${name} does not exist`);
-      else if (c.status !== 'running') problems.push(`${name} is ${c.status}`);
-      // Running but failing (e.g. recreated by hand with another .env): compose up -d puts the
-      // configuration of the files back, or waitHealthy fails with the logs.
-      else if (c.health === 'unhealthy' || (c.restarts > 0 && c.health === 'starting')) problems.push(`${name} is ${c.health === 'unhealthy' ? 'unhealthy' : 'restarting'}`);
-      else if (c.configImage !== ref || c.imageId !== images.get(ref)) problems.push(`${name} runs another image`);
-    }
-    if (applied !== wanted) problems.push('compose file or .env changed');
-    if (problems.length === 0) return `${CONTAINERS.backend} and ${CONTAINERS.dashboard} up to date, running since ${containers.get(CONTAINERS.backend)!.startedAt.slice(0, 19)}Z`;
-    await composeUp(ctx, problems.join(', '));
-  },
+  phases: [
+    phase({
+      facts: (host: Host) => ({
+        containers: containersFact,
+        images: imagesFact(host),
+        applied: appliedFact,
+        compose: fileFact(composePath(host)),
+        env: fileFact(envPath(host)),
+        docker: dockerState,
+      }),
+      plan: planUp,
+      ok: ({ containers }) => `${CONTAINERS.backend} and ${CONTAINERS.dashboard} up to date, running since ${containers.get(CONTAINERS.backend)?.startedAt.slice(0, 19)}Z`,
+    }),
+  ],
 };
