@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import type { Host } from '../../scripts/lib/inventory.ts';
 import type { Change } from '../../scripts/lib/plan.ts';
 import type { DockerNetworks, DockerState } from '../../scripts/lib/steps/docker.ts';
-import { composeCommandOf, docker, planDockerPackages, planEngine, planNetwork } from '../../scripts/lib/steps/docker.ts';
+import { composeCommandOf, requireCompose, docker, planDockerPackages, planEngine, planNetwork } from '../../scripts/lib/steps/docker.ts';
 import { packages, testHost } from './fixtures.ts';
 
 const labels = (changes: Change[]) => changes.map(c => c.label);
@@ -47,5 +47,7 @@ test('docker: an installed docker.io without the CLI it only recommends (Debian 
 test('compose: the command the facts found, and a clear error where there is none', () => {
   assert.equal(composeCommandOf(ready), 'docker compose');
   assert.equal(composeCommandOf({ ...ready, compose: 'v1' }), 'docker-compose');
-  assert.throws(() => composeCommandOf({ ...ready, compose: 'none' }), /Docker Compose is not installed\. Run scripts\/docker\.ts first\./);
+  assert.equal(composeCommandOf({ ...ready, compose: 'none' }), undefined);
+  assert.equal(requireCompose(ready), 'docker compose');
+  assert.throws(() => requireCompose({ ...ready, compose: 'none' }), /Docker Compose is not installed\. Run scripts\/docker\.ts first\./);
 });

@@ -1,6 +1,6 @@
 // The Docker engine and Compose. Debian 12 ships Compose v1 (docker-compose), newer releases
 // and Docker's own packages ship the v2 plugin; every later step works with either.
-import type { Fact, Step, StepContext } from '../step.ts';
+import type { Fact, Step } from '../step.ts';
 import { exitWhen, installedPackages, serviceScript } from '../system.ts';
 import { installChange, phase } from '../plan.ts';
 import type { Change } from '../plan.ts';
@@ -115,17 +115,18 @@ export const containersFact: Fact<Map<string, ContainerState>> = engineView(engi
   return containers;
 });
 
-/** The compose command the facts found: `docker compose` (v2) or `docker-compose` (v1). */
-export function composeCommandOf(state: DockerState): string {
-  if (state.compose === 'none') throw new Error('Docker Compose is not installed. Run scripts/docker.ts first.');
-  return state.compose === 'v2' ? 'docker compose' : 'docker-compose';
+/** The compose command the facts found: `docker compose` (v2) or `docker-compose` (v1); none without Compose. */
+export function composeCommandOf(state: DockerState): string | undefined {
+  return state.compose === 'v2' ? 'docker compose' : state.compose === 'v1' ? 'docker-compose' : undefined;
 }
 
-/** composeCommandOf for the steps that still read facts through a StepContext. */
-export async function composeCommand(ctx: StepContext): Promise<string> {
-  const state = await ctx.fact(dockerState);
-  if (ctx.check && state.compose === 'none') return 'docker compose';
-  return composeCommandOf(state);
+export const COMPOSE_MISSING = 'Docker Compose is not installed. Run scripts/docker.ts first.';
+
+/** The compose command, for a step that cannot plan without it. */
+export function requireCompose(state: DockerState): string {
+  const compose = composeCommandOf(state);
+  if (!compose) throw new Error(COMPOSE_MISSING);
+  return compose;
 }
 
 /** The packages (apt alternatives joined by |) the docker step installs, given what is there. */

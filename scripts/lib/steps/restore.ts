@@ -16,7 +16,7 @@ import { phase } from '../plan.ts';
 import { sh } from '../shell.ts';
 import { BACKUP_ID, BACKUP_MADE, BACKUP_SCRIPT, backupProblemFact, backupScriptInline, backupsDir, installBackupScript, makeBackup } from './backup.ts';
 import type { DockerState } from './docker.ts';
-import { composeCommandOf, dockerState } from './docker.ts';
+import { dockerState, requireCompose } from './docker.ts';
 import { waitHealthy } from './up.ts';
 
 /** The id given on the command line, checked before anything connects. */
@@ -105,7 +105,7 @@ export interface RestoreFacts {
 export function planRestore(facts: RestoreFacts, host: Host, run: RestoreRun): Change[] {
   const { id, staging, aside } = run;
   if (facts.problem) throw new Error(`${facts.problem}. Nothing was changed.`);
-  const compose = composeCommandOf(facts.docker);
+  const compose = requireCompose(facts.docker);
   const inRoot = (...args: string[]) => sh`cd ${host.root} && ${compose.split(' ')} ${args}`;
   const state = (words: string) => sh`state=${words}`;
   return [

@@ -13,7 +13,7 @@ import { RemoteError } from '../ssh.ts';
 import type { RunResult } from '../ssh.ts';
 import { sh } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
-import { CONTAINERS, containersFact, dockerState } from './docker.ts';
+import { COMPOSE_MISSING, composeCommandOf, CONTAINERS, containersFact, dockerState } from './docker.ts';
 import type { ContainerState, DockerState } from './docker.ts';
 import { composePath, envPath, parseEnv } from './secret.ts';
 
@@ -39,11 +39,6 @@ export function composeInputsHash(composeText: string, envText: string): string 
   const env = parseEnv(envText);
   const used = [...new Set([...composeText.matchAll(/\$\{(\w+)\}/g)].map(m => m[1]!))].sort();
   return sha256(composeText + '\n' + used.map(k => `${k}=${env.get(k) ?? ''}`).join('\n'));
-}
-
-/** The compose command the docker step found, if any. (Local until docker.ts has one for all steps.) */
-function composeCommandOf(state: DockerState): string | undefined {
-  return state.compose === 'v2' ? 'docker compose' : state.compose === 'v1' ? 'docker-compose' : undefined;
 }
 
 /** The line after which a failing script prints the error the step reports (scriptFailure). */
@@ -220,7 +215,7 @@ export function planUp(facts: UpFacts, host: Host): Change[] {
     return [blockedStart('start containers (after compose and .env are written)', `${composePath(host)} or ${envPath(host)} is missing. Run scripts/secret.ts and scripts/compose.ts first.`)];
   }
   const compose = composeCommandOf(facts.docker);
-  if (!compose) return [blockedStart('start containers (after Docker Compose is installed)', 'Docker Compose is not installed. Run scripts/docker.ts first.')];
+  if (!compose) return [blockedStart('start containers (after Docker Compose is installed)', COMPOSE_MISSING)];
   const appliedHash = composeInputsHash(facts.compose.content, facts.env.content);
   const problems = containerProblems(facts.containers, facts.images, host);
   if (facts.applied !== appliedHash) problems.push('compose file or .env changed');
