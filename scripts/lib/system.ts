@@ -2,6 +2,7 @@
 // Real droplets run systemd; the test fleet (and some containers) do not, so both are supported
 // by asking PID 1 at the moment a service is touched.
 import type { Fact, StepContext } from './step.ts';
+import type { Handler } from './plan.ts';
 import { STATE_DIR } from './step.ts';
 import { sh } from './shell.ts';
 
@@ -40,6 +41,8 @@ export const initSystem: Fact<'systemd' | 'other'> = {
 
 /** The pending handler of a changed unit file or drop-in: `systemctl daemon-reload`. */
 export const SYSTEMD_RELOAD = 'systemd-daemon-reload';
+
+export const systemdReload: Handler = { name: SYSTEMD_RELOAD, label: 'reload systemd units', script: 'systemctl daemon-reload' };
 
 /** A shell snippet that starts/restarts/reloads a service under systemd or SysV `service`. */
 export function serviceScript(service: string, action: 'start' | 'restart' | 'reload' | 'enable-start'): string {
@@ -93,6 +96,13 @@ const APT_RETRYING = [
   '}',
 ].join('\n');
 
+const APT_UPDATE = ['retrying apt_get update', sh`mkdir -p ${STATE_DIR} && touch ${APT_UPDATED_STAMP}`].join('\n');
+
+/** Refreshes apt's package lists (retrying as APT_RETRYING says). */
+export function aptUpdateScript(): string {
+  return ['set -e', APT_RETRYING, APT_UPDATE].join('\n');
+}
+
 /**
  * Installs what is missing (and nothing else), non-interactively. An entry "a|b|c" installs the
  * first of those the distribution has. The dpkg lock is waited for by apt itself; see
@@ -103,8 +113,7 @@ export function aptInstallScript(packages: string[]): string {
     'set -e',
     APT_RETRYING,
     sh`if [ -z "$(find ${APT_UPDATED_STAMP} -mmin ${`-${APT_LISTS_VALID_MINUTES}`} 2>/dev/null)" ]; then`,
-    '  retrying apt_get update',
-    sh`  mkdir -p ${STATE_DIR} && touch ${APT_UPDATED_STAMP}`,
+    APT_UPDATE,
     'fi',
     'wanted=""',
     `for entry in ${sh`${packages}`}; do`,
