@@ -194,13 +194,29 @@ function iptablesChanges(host: Host, wanted: Opening[], facts: IptablesFacts): C
   return [...changes, ...unit, ...(unit.length ? [enable] : [])];
 }
 
-/** The tool's packages, or, on a host whose apt has no lists yet, their refresh: only then can it tell whether ufw is offered. */
-export function planFirewallTool(facts: { packages: Packages; init: 'systemd' | 'other'; ufw: UfwAvailability; networks: DockerNetworks }, host: Host): Change[] {
+/** First of all, on a host whose apt has no package lists yet (a fresh image), their refresh: only they tell whether ufw is offered. */
+export function planAptLists(facts: { ufw: UfwAvailability; networks: DockerNetworks }, host: Host): Change[] {
   if (!host.firewall) skip(`hosts.${host.name}.firewall is false`);
   wantedOpenings(host, facts.networks);
-  if (facts.ufw === 'no lists') return [{ label: "refresh apt's package lists (there are none yet, and they tell whether ufw can be installed)", script: aptUpdateScript(), streams: true }];
-  if (facts.ufw === 'not offered') return packageChanges(facts.packages, facts.init === 'systemd' ? ['iptables'] : ['iptables', 'cron']);
-  return packageChanges(facts.packages, ['ufw']);
+  if (facts.ufw !== 'no lists') return [];
+  return [{ label: "refresh apt's package lists (there are none yet, and they tell whether ufw can be installed)", script: aptUpdateScript(), streams: true }];
+}
+
+/**
+ * ufw where it is installed or apt offers it, else iptables. Without package lists apt cannot
+ * tell: a dry run stops here, after the refresh it lists; a real run has refreshed them.
+ */
+export function firewallTool(ufw: UfwAvailability): 'ufw' | 'iptables' {
+  if (ufw === 'no lists') {
+    throw new Error('apt has no package lists even after apt-get update, so it cannot tell whether ufw can be installed. Run apt-get update on the droplet to see why; the firewall was not changed.');
+  }
+  return ufw === 'not offered' ? 'iptables' : 'ufw';
+}
+
+/** The chosen tool's packages. */
+export function planFirewallPackages(facts: { packages: Packages; init: 'systemd' | 'other'; ufw: UfwAvailability }): Change[] {
+  if (firewallTool(facts.ufw) === 'ufw') return packageChanges(facts.packages, ['ufw']);
+  return packageChanges(facts.packages, facts.init === 'systemd' ? ['iptables'] : ['iptables', 'cron']);
 }
 
 export interface FirewallFacts extends IptablesFacts {
@@ -212,16 +228,13 @@ export interface FirewallFacts extends IptablesFacts {
 /** ufw's rules, or the iptables firewall, as the tool apt offers says. */
 export function planFirewall(facts: FirewallFacts, host: Host): Change[] {
   const wanted = wantedOpenings(host, facts.networks);
-  if (facts.ufw === 'no lists') {
-    throw new Error("apt has no package lists even after apt-get update, so it cannot tell whether ufw can be installed. Run apt-get update on the droplet to see why; the firewall was not changed.");
-  }
-  return facts.ufw === 'not offered' ? iptablesChanges(host, wanted, facts) : ufwChanges(host, wanted, facts.ufwState);
+  return firewallTool(facts.ufw) === 'iptables' ? iptablesChanges(host, wanted, facts) : ufwChanges(host, wanted, facts.ufwState);
 }
 
 function summary(facts: FirewallFacts, host: Host): string {
   const wanted = wantedOpenings(host, facts.networks);
   const said =
-    facts.ufw === 'not offered'
+    firewallTool(facts.ufw) === 'iptables'
       ? `iptables (chain convex-ops-input) allows ${wanted.map(o => `${o.port}/tcp${o.from ? ` from ${o.from}` : ''}`).join(', ')}; other incoming connections are dropped`
       : `ufw allows ${wanted.map(o => (o.from ? `${o.port}/tcp from ${o.from}` : `${o.port}/tcp`)).join(', ')}; other incoming connections are denied`;
   return host.domains ? said : `${said}; ${tunnelHint(host)}`;
@@ -230,10 +243,8 @@ function summary(facts: FirewallFacts, host: Host): string {
 export const firewall: Step = {
   name: 'firewall',
   phases: [
-    phase({
-      facts: () => ({ packages: installedPackages, init: initSystem, ufw: ufwAvailability, networks: dockerNetworks }),
-      plan: planFirewallTool,
-    }),
+    phase({ facts: () => ({ ufw: ufwAvailability, networks: dockerNetworks }), plan: planAptLists }),
+    phase({ facts: () => ({ packages: installedPackages, init: initSystem, ufw: ufwAvailability }), plan: planFirewallPackages }),
     phase({
       facts: () => ({
         init: initSystem,
@@ -248,7 +259,7 @@ export const firewall: Step = {
       plan: planFirewall,
       ok: summary,
       warnings: (facts, host) => [
-        ...(facts.ufw === 'not offered' ? [`${host.name}: ufw cannot be installed from apt here; the firewall is made with plain iptables`] : []),
+        ...(firewallTool(facts.ufw) === 'iptables' ? [`${host.name}: ufw cannot be installed from apt here; the firewall is made with plain iptables`] : []),
         // The run that closes the ports says how to reach them; a converged run says it in its summary.
         ...(!host.domains && planFirewall(facts, host).length ? [tunnelHint(host)] : []),
       ],
