@@ -1,6 +1,6 @@
 import type { Check } from '../scripts/lib/check.ts';
 import { sh } from '../scripts/lib/shell.ts';
-import { certificatePaths } from '../scripts/lib/steps/nginx.ts';
+import { certificatePaths } from '../scripts/lib/facts/certificate.ts';
 
 const DAYS = 14;
 

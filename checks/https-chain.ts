@@ -1,7 +1,7 @@
 import type { Check } from '../scripts/lib/check.ts';
 import { sh } from '../scripts/lib/shell.ts';
-import { domainList } from '../scripts/lib/steps/nginx.ts';
-import { trustedCa } from '../scripts/lib/steps/letsencrypt.ts';
+import { domainList } from '../scripts/lib/facts/dns.ts';
+import { trustedCa } from '../scripts/lib/facts/certificate.ts';
 
 /**
  * Every domain answers over HTTPS through nginx (asked on the droplet, with the name resolved to

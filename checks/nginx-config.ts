@@ -1,6 +1,7 @@
 import type { Check } from '../scripts/lib/check.ts';
 import { sh } from '../scripts/lib/shell.ts';
-import { domainList, siteLink } from '../scripts/lib/steps/nginx.ts';
+import { siteLink } from '../scripts/lib/steps/nginx.ts';
+import { domainList } from '../scripts/lib/facts/dns.ts';
 
 /** `nginx -t` accepts the configuration, the site is enabled, and no other site claims its names. */
 export const nginxConfig: Check = {

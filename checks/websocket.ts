@@ -1,6 +1,6 @@
 import type { Check } from '../scripts/lib/check.ts';
 import { sh } from '../scripts/lib/shell.ts';
-import { trustedCa } from '../scripts/lib/steps/letsencrypt.ts';
+import { trustedCa } from '../scripts/lib/facts/certificate.ts';
 
 /** The path Convex clients open their sync websocket on: /api/<client version>/sync. */
 export const SYNC_PATH = '/api/1.0.0/sync';

@@ -26,7 +26,6 @@ import { certificate, dns } from './doctor/https.ts';
 export { containersFrom, parseDisk, parseListeners, parseLog, parsePostgres, parsePublications } from './doctor/facts.ts';
 export type { DoctorState } from './doctor/facts.ts';
 export { classifyLog, currentLog } from './doctor/log.ts';
-export { inCidr } from './doctor/postgres.ts';
 export type { Finding } from './doctor/rule.ts';
 
 /** In this order: where one cause explains another, the rule that names it comes first. */

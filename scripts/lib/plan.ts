@@ -27,6 +27,13 @@ export interface Change {
   /** The script's output is shown as progress while it runs (apt, pulls, certbot). */
   streams?: boolean;
   /**
+   * The change could shut SSH out (a firewall): once its script ran, a new SSH connection must
+   * get in. If none can, `undo` runs through the connection still open (established connections
+   * stay allowed) and the change fails with `failure(why)`; if one can, `proven` runs, so what it
+   * records is only ever recorded after the proof.
+   */
+  sshProbe?: { undo: string; proven?: string; failure: (why: string) => string };
+  /**
    * Work on this machine once the script succeeded (e.g. the admin key written to .secrets/),
    * given the script's stdout; what it returns, if anything, replaces the label in the output.
    * In a dry run it is not called.

@@ -6,6 +6,7 @@ import { acquireRunLock } from './lock.ts';
 import { factsScript, gatherFacts, HostMemo, Readings, recordFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
 import type { Fact, Step, StepResult } from './step.ts';
 import { changeScript, factValues, phaseFacts } from './plan.ts';
+import type { Change } from './plan.ts';
 import type { Check } from './check.ts';
 import { isProbeKey, probeFacts, runChecks } from './check.ts';
 import type { HostRun, Reporter } from './report.ts';
@@ -209,6 +210,7 @@ export class HostSession {
         const script = changeScript(change);
         const result = script ? await conn.run(script, change.label, { stdin: change.stdin, onOutput: change.streams ? progress : undefined, allowFail: change.failure !== undefined }) : undefined;
         if (result && result.code !== 0) throw new Error(change.failure?.(result) ?? new RemoteError(this.host.name, change.label, result).message);
+        if (change.sshProbe) await this.proveSsh(conn, host, change.sshProbe);
         const label = change.after?.(result?.stdout ?? '', this.memo);
         if (label) outcome.changes[outcome.changes.length - 1] = label;
         // Whatever was read before may be stale now: later readings go back to the host.
@@ -217,6 +219,18 @@ export class HostSession {
       if (changes.length === 0) ok = phase.ok?.(facts, host) ?? ok;
     }
     return ok;
+  }
+
+  /** A new SSH connection gets in after a change, or the change is undone and fails (Change.sshProbe). */
+  private async proveSsh(conn: Connection, host: Host, probe: NonNullable<Change['sshProbe']>): Promise<void> {
+    try {
+      const fresh = await Connection.open(host, { acceptNew: false, retries: 1 });
+      fresh.close();
+    } catch (error) {
+      await conn.run(probe.undo, 'undo the change that shut SSH out');
+      throw new Error(probe.failure((error as Error).message));
+    }
+    if (probe.proven) await conn.run(probe.proven, 'record the proven change');
   }
 
   /** Runs one unit of work and records its result; returns false when it failed. */

@@ -96,6 +96,13 @@ const APT_RETRYING = [
   '}',
 ].join('\n');
 
+const APT_UPDATE = ['retrying apt_get update', sh`mkdir -p ${STATE_DIR} && touch ${APT_UPDATED_STAMP}`].join('\n');
+
+/** Refreshes apt's package lists (retrying as APT_RETRYING says). */
+export function aptUpdateScript(): string {
+  return ['set -e', APT_RETRYING, APT_UPDATE].join('\n');
+}
+
 /**
  * Installs what is missing (and nothing else), non-interactively. An entry "a|b|c" installs the
  * first of those the distribution has. The dpkg lock is waited for by apt itself; see
@@ -106,8 +113,7 @@ export function aptInstallScript(packages: string[]): string {
     'set -e',
     APT_RETRYING,
     sh`if [ -z "$(find ${APT_UPDATED_STAMP} -mmin ${`-${APT_LISTS_VALID_MINUTES}`} 2>/dev/null)" ]; then`,
-    '  retrying apt_get update',
-    sh`  mkdir -p ${STATE_DIR} && touch ${APT_UPDATED_STAMP}`,
+    APT_UPDATE,
     'fi',
     'wanted=""',
     `for entry in ${sh`${packages}`}; do`,

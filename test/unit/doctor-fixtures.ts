@@ -51,7 +51,7 @@ export function healthy(): DoctorState {
     postgres: parsePostgres(PG),
     http: { version: '200', adminKey: '200' },
     dns: { names: new Map([['api.dev.test', ['172.21.0.4']], ['dev.test', ['172.21.0.4']], ['dashboard.dev.test', ['172.21.0.4']]]), self: ['172.17.0.1', '172.18.0.1', '172.21.0.4'] },
-    cert: { path: '/etc/letsencrypt/live/convex-convex-self-hosted/cert.pem', notAfter: 1_900_000_000 + 80 * 86400, now: 1_900_000_000, names: ['api.dev.test', 'dev.test', 'dashboard.dev.test'] },
+    cert: { present: true, usable: true, notAfter: 1_900_000_000 + 80 * 86400, now: 1_900_000_000, names: ['api.dev.test', 'dev.test', 'dashboard.dev.test'], verified: true, server: 'https://acme.dev.test/dir', ocsp: '' },
     localAdminKey: 'convex-self-hosted|0123abcd',
   };
 }

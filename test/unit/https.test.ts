@@ -1,4 +1,5 @@
-// Planning helpers of nginx, letsencrypt, firewall and the HTTPS checks, as data: no host.
+// Rendering helpers of nginx, letsencrypt, firewall and the HTTPS checks, as data: no host.
+// (Their plans: plan-nginx, plan-letsencrypt and plan-firewall.test.ts.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -7,13 +8,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Host } from '../../scripts/lib/inventory.ts';
 import { renderTemplate, templatePath, templateText } from '../../scripts/lib/templates.ts';
-import { hasHttp2Directive, reloadNginxScript, renderSite, siteChangeScript } from '../../scripts/lib/steps/nginx.ts';
-import { dnsProblem, planCertificate, renewalValues } from '../../scripts/lib/steps/letsencrypt.ts';
-import type { CertificateState } from '../../scripts/lib/steps/letsencrypt.ts';
+import { hasHttp2Directive, reloadNginxScript, renderSite } from '../../scripts/lib/steps/nginx.ts';
+import { renewalValues } from '../../scripts/lib/steps/letsencrypt.ts';
 import { iptablesUndo, openings, planUfw, renderIptablesScript, tunnelHint, ufwRule, ufwState } from '../../scripts/lib/steps/firewall.ts';
 import { allSteps } from '../../scripts/lib/runbooks.ts';
 import type { RunInfo } from '../../scripts/lib/cli.ts';
-import { cidrContains, dashboardRestricted } from '../../checks/dashboard-restricted.ts';
+import { dashboardRestricted } from '../../checks/dashboard-restricted.ts';
+import { cidrContains, cidrCovers } from '../../scripts/lib/facts/cidr.ts';
 import { backendPortsLocal } from '../../checks/backend-ports.ts';
 import { httpsChain } from '../../checks/https-chain.ts';
 import { websocketUpgrade } from '../../checks/websocket.ts';
@@ -102,45 +103,6 @@ test("the site's TLS: Mozilla intermediate in every HTTPS server, HSTS always, s
   assert.equal(renderSite(host, { certificate: false, nginxVersion: '1.22.1', ipv6: false, ocsp: true }), renderSite(host, { certificate: false, nginxVersion: '1.22.1', ipv6: false, ocsp: false }), 'the ACME-only site has no TLS at all');
 });
 
-test('a site change is tested with nginx -t and undone when nginx rejects it', () => {
-  const script = siteChangeScript(host, { write: true, foreign: false });
-  const test = script.indexOf('nginx -t');
-  assert.ok(script.indexOf('cp -p /etc/nginx/sites-available/convex-swarm-dev.conf') < script.indexOf('mv -f "$tmp"'), 'the previous file is kept first');
-  assert.ok(script.indexOf('mv -f "$tmp"') < test && script.indexOf('ln -sfn') < test);
-  assert.match(script.slice(test), /mv -f \/etc\/nginx\/sites-available\/\.convex-swarm-dev\.conf\.convex-ops-previous \/etc\/nginx\/sites-available\/convex-swarm-dev\.conf/);
-  assert.match(script.slice(test), /rm -f \/etc\/nginx\/sites-enabled\/convex-swarm-dev\.conf/);
-  assert.doesNotMatch(script, /systemctl|service nginx|nginx -s/, 'going live is the reload that follows, not this script');
-});
-
-const DAY = 86400;
-const good: CertificateState = {
-  present: true, now: 1_000_000_000, notAfter: 1_000_000_000 + 60 * DAY, verified: true, server: 'https://acme.example/dir',
-  names: ['api.example.com', 'example.com', 'dashboard.example.com'],
-};
-
-test('certificates: ordered when missing, short, from another server, unverifiable, or missing a name', () => {
-  assert.deepEqual(planCertificate(host, { present: false, names: [], verified: false }), { order: true, why: 'no certificate convex-swarm-dev yet', flags: [] });
-  const kept = planCertificate(host, good);
-  assert.equal(kept.order, false);
-  assert.match((kept as { reason: string }).reason, /covers api\.example\.com, example\.com, dashboard\.example\.com until .* \(60 days\)/);
-  assert.equal(planCertificate(host, { ...good, names: [...good.names, 'old.example.com'] }).order, false, 'a name too many is no reason to order');
-  assert.deepEqual(planCertificate(host, { ...good, names: good.names.slice(0, 2) }), { order: true, why: 'add dashboard.example.com to the certificate', flags: ['--expand'] });
-  assert.deepEqual(planCertificate(host, { ...good, notAfter: good.now! + 30 * DAY }), { order: true, why: 'the certificate has 30 days left', flags: ['--force-renewal'] });
-  assert.equal(planCertificate(host, { ...good, notAfter: good.now! + 31 * DAY }).order, false);
-  assert.match((planCertificate(host, { ...good, server: 'https://acme-staging-v02.api.letsencrypt.org/directory' }) as { why: string }).why, /comes from https:\/\/acme-staging/);
-  assert.match((planCertificate(host, { ...good, verified: false }) as { why: string }).why, /does not verify against \/etc\/convex-ops\/acme-ca\.pem/);
-});
-
-test('DNS: every name must resolve to the droplet, else the message names it', () => {
-  const dns = (entries: Array<[string, string[]]>) => ({ domains: new Map(entries), self: ['203.0.113.7', '10.10.0.5', '172.17.0.1'] });
-  assert.equal(dnsProblem(host, dns([['api.example.com', ['203.0.113.7']], ['example.com', ['203.0.113.7']], ['dashboard.example.com', ['203.0.113.7']]])), undefined);
-  const problem = dnsProblem(host, dns([['api.example.com', ['203.0.113.7']], ['example.com', ['192.0.2.1']], ['dashboard.example.com', []]]));
-  assert.match(problem!, /example\.com resolves to 192\.0\.2\.1, which is not this droplet/);
-  assert.match(problem!, /dashboard\.example\.com does not resolve/);
-  assert.doesNotMatch(problem!, /api\.example\.com/);
-  assert.match(dnsProblem(host, dns([['api.example.com', ['203.0.113.7', '2001:db8::9']], ['example.com', ['203.0.113.7']], ['dashboard.example.com', ['203.0.113.7']]]))!, /2001:db8::9/, 'an AAAA elsewhere fails validation too');
-});
-
 test('firewall: SSH first, then 80 and 443, PostgreSQL from the Docker networks; existing rules kept', () => {
   const wanted = openings(host, ['172.17.0.0/16', '172.18.0.0/16']);
   assert.deepEqual(wanted.map(ufwRule), ['allow 2222/tcp', 'allow 80/tcp', 'allow 443/tcp', 'allow from 172.17.0.0/16 to any port 5432 proto tcp', 'allow from 172.18.0.0/16 to any port 5432 proto tcp']);
@@ -198,6 +160,8 @@ test('addresses and CIDRs, v4 and v6', () => {
   assert.ok(cidrContains('2001:db8::/32', '2001:db8:1::5') && !cidrContains('2001:db8::/32', '2001:db9::5'));
   assert.ok(cidrContains('::1', '::1') && !cidrContains('::1/128', '127.0.0.1'));
   assert.ok(!cidrContains('999.1.1.1/8', '999.1.1.1'), 'not an address');
+  assert.ok(cidrCovers('172.16.0.0/12', '172.18.0.0/16') && cidrCovers('172.18.0.0/16', '172.18.0.0/16'));
+  assert.ok(!cidrCovers('172.18.0.0/16', '172.16.0.0/12'), 'a wider range is not inside a narrower one');
 });
 
 test('check verdicts', () => {

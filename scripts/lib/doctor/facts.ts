@@ -13,6 +13,10 @@ import { CONTAINERS, dockerNetworks, dockerState, engineView } from '../steps/do
 import type { DockerNetworks, DockerState } from '../steps/docker.ts';
 import { composePath, envPath, parseEnv, passwordFromCompose } from '../steps/secret.ts';
 import { adminKeyInSettings } from '../steps/admin-key.ts';
+import type { DnsState } from '../facts/dns.ts';
+import { dnsFact } from '../facts/dns.ts';
+import type { CertificateState } from '../facts/certificate.ts';
+import { certificateFact } from '../facts/certificate.ts';
 
 export interface ContainerInfo {
   name: string;
@@ -244,56 +248,6 @@ export function httpFact(host: Host): Fact<HttpProbe> {
   };
 }
 
-export interface DnsInfo { names: Map<string, string[]>; self: string[] }
-
-export function dnsFact(host: Host): Fact<DnsInfo> {
-  const names = host.domains ? [host.domains.api, host.domains.site, host.domains.dashboard] : [];
-  return {
-    key: `doctor:dns:${names.join(',')}`,
-    waits: true,
-    command:
-      (names.length ? sh`for d in ${names}; do printf 'dns %s' "$d"; for a in $(getent ahosts "$d" | awk '{print $1}' | sort -u); do printf ' %s' "$a"; done; echo; done; ` : '') +
-      `printf 'self'; for a in $(hostname -I 2>/dev/null); do printf ' %s' "$a"; done; echo`,
-    parse: out => {
-      const info: DnsInfo = { names: new Map(), self: [] };
-      for (const line of out.split('\n')) {
-        const [kind, ...rest] = line.trim().split(/\s+/);
-        if (kind === 'dns' && rest[0]) info.names.set(rest[0], rest.slice(1));
-        if (kind === 'self') info.self = rest;
-      }
-      return info;
-    },
-  };
-}
-
-export interface CertInfo { path: string; notAfter?: number; now?: number; names: string[] }
-
-/** The certificate letsencrypt.ts obtains: certbot's --cert-name convex-<instance>. */
-export const certDir = (host: Host) => `/etc/letsencrypt/live/convex-${host.instance_name}`;
-
-export function certFact(host: Host): Fact<CertInfo | undefined> {
-  const dir = certDir(host);
-  return {
-    key: `doctor:cert:${dir}`,
-    command: [
-      sh`c=${`${dir}/cert.pem`}; [ -f "$c" ] || c=${`${dir}/fullchain.pem`}; [ -f "$c" ] || exit 0`,
-      'echo "path $c"',
-      `echo "end $(date -d "$(openssl x509 -in "$c" -noout -enddate | cut -d= -f2)" +%s)"`,
-      'echo "now $(date +%s)"',
-      `openssl x509 -in "$c" -noout -ext subjectAltName | tr ',' '\\n' | sed -n 's/^ *DNS:/name /p'`,
-      'true',
-    ].join('\n'),
-    parse: out => {
-      const lines = out.split('\n').map(l => l.trim());
-      const value = (key: string) => lines.find(l => l.startsWith(`${key} `))?.slice(key.length + 1);
-      const path = value('path');
-      if (!path) return undefined;
-      const number = (key: string) => (/^\d+$/.test(value(key) ?? '') ? Number(value(key)) : undefined);
-      return { path, notAfter: number('end'), now: number('now'), names: lines.filter(l => l.startsWith('name ')).map(l => l.slice(5)) };
-    },
-  };
-}
-
 /** Who holds the run lock, if a run is in progress (a shared flock never blocks the run). */
 export const runInProgress: Fact<string | undefined> = {
   key: 'doctor:lock',
@@ -314,8 +268,9 @@ export interface DoctorState {
   compose: TextFile;
   postgres?: PostgresInfo;
   http: HttpProbe;
-  dns: DnsInfo;
-  cert?: CertInfo;
+  dns: DnsState;
+  /** Only when there is a certificate. */
+  cert?: CertificateState;
   lock?: string;
   /** The admin key in the operator's .secrets/<host>.env, if that file exists. */
   localAdminKey?: string;
@@ -324,7 +279,7 @@ export interface DoctorState {
 export function doctorFacts(host: Host): Array<Fact<unknown>> {
   const facts: Array<Fact<unknown>> = [
     dockerState, dockerNetworks, containersInfo, backendLog, listeners, publications, diskFact(host),
-    textFile('env', envPath(host)), textFile('compose', composePath(host)), httpFact(host), dnsFact(host), certFact(host), runInProgress,
+    textFile('env', envPath(host)), textFile('compose', composePath(host)), httpFact(host), dnsFact(host), certificateFact(host), runInProgress,
   ];
   if (host.postgres.mode === 'local') facts.push(postgresFact(host));
   return facts;
@@ -358,7 +313,7 @@ export async function readDoctorState(conn: Connection, host: Host, localSecrets
     ...(host.postgres.mode === 'local' ? { postgres: get(postgresFact(host)) } : {}),
     http: get(httpFact(host)),
     dns: get(dnsFact(host)),
-    ...(get(certFact(host)) ? { cert: get(certFact(host)) } : {}),
+    ...(get(certificateFact(host)).present ? { cert: get(certificateFact(host)) } : {}),
     ...(get(runInProgress) ? { lock: get(runInProgress) } : {}),
     ...(localAdminKey ? { localAdminKey } : {}),
   };

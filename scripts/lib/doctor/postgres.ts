@@ -5,17 +5,9 @@ import { envPath } from '../steps/secret.ts';
 import type { DoctorState } from './facts.ts';
 import { Findings, run } from './rule.ts';
 import type { Context, Finding } from './rule.ts';
+import { cidrCovers } from '../facts/cidr.ts';
 
-/** IPv4 address in CIDR? (Enough for Docker's subnets; anything else counts as not covered.) */
-export function inCidr(address: string, cidr: string): boolean {
-  const toNumber = (ip: string) => ip.split('.').reduce((n, part) => (n << 8) + Number(part), 0) >>> 0;
-  const [network, bits = '32'] = cidr.split('/');
-  if (!/^\d+\.\d+\.\d+\.\d+$/.test(address) || !/^\d+\.\d+\.\d+\.\d+$/.test(network ?? '')) return false;
-  const mask = Number(bits) === 0 ? 0 : (~0 << (32 - Number(bits))) >>> 0;
-  return (toNumber(address) & mask) === (toNumber(network!) & mask);
-}
-
-const subnetCovered = (subnet: string, allowed: string[]) => allowed.some(a => a === subnet || (inCidr(subnet.split('/')[0]!, a) && Number(a.split('/')[1] ?? 32) <= Number(subnet.split('/')[1] ?? 32)));
+const subnetCovered = (subnet: string, allowed: string[]) => allowed.some(a => a === subnet || cidrCovers(a, subnet));
 
 const recreate = (host: Host, db: string) => `${run(host, 'postgres')} creates an empty ${db}; if its data is in a database of another name (renamed, restored elsewhere), rename that one back instead (ALTER DATABASE … RENAME TO ${db})`;
 

@@ -9,13 +9,17 @@
 // firewall = true the backend's ports 3210, 3211 and 6791 are published on 127.0.0.1 only
 // (inventory.ts, compose.ts): without domains the operator reaches them through an SSH tunnel.
 import type { Host } from '../inventory.ts';
-import type { Fact, Step, StepContext } from '../step.ts';
+import type { Fact, Step } from '../step.ts';
 import { STATE_DIR } from '../step.ts';
-import { Connection } from '../ssh.ts';
-import { ensureFile, fileFact, MANAGED_MARKER, sha256 } from '../files.ts';
-import { ensurePackages, initSystem, installedPackages } from '../system.ts';
+import type { Change } from '../plan.ts';
+import { fileChanges, packageChanges, phase, skip } from '../plan.ts';
+import type { FileState } from '../files.ts';
+import { fileFact, MANAGED_MARKER, sha256 } from '../files.ts';
+import type { Packages } from '../system.ts';
+import { aptUpdateScript, initSystem, installedPackages } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
+import type { DockerNetworks } from './docker.ts';
 import { dockerNetworks } from './docker.ts';
 
 export interface Opening { port: number; from?: string; why: string }
@@ -96,51 +100,37 @@ export const iptablesState: Fact<{ applied: string; hooked: boolean }> = {
   parse: out => ({ applied: out.split('\n')[0]!.trim(), hooked: /^hooked$/m.test(out) }),
 };
 
-/** Whether ufw is installed or apt can install it (asked after an update: lists may be stale). */
-async function ufwAvailable(ctx: StepContext): Promise<boolean> {
-  if ((await ctx.fact(ufwState)).installed) return true;
-  const policy = await ctx.run(`${ctx.check ? '' : 'apt-get -q update >/dev/null 2>&1; '}apt-cache policy ufw`, 'is ufw available', { allowFail: true });
-  if (!/Candidate: [0-9]/.test(policy.stdout)) {
-    ctx.warn(`${ctx.host.name}: ufw cannot be installed from apt here; the firewall is made with plain iptables`);
-    return false;
-  }
-  await ensurePackages(ctx, ['ufw']);
-  return true;
-}
-
 /**
- * A new SSH connection must get in once the firewall is up; if it cannot, the firewall is turned
- * off again through the connection still open (established connections are always let through).
+ * Whether apt can give this host ufw, from the package lists it has: the same reading in a dry
+ * run and a real run, so both choose the same tool. Without any lists apt cannot tell (a fresh
+ * image), and they are refreshed first.
  */
-async function proveSshStillWorks(ctx: StepContext, undo: string): Promise<void> {
-  if (ctx.check) return;
-  try {
-    const probe = await Connection.open(ctx.host, { acceptNew: false, retries: 1 });
-    probe.close();
-  } catch (error) {
-    await ctx.run(undo, 'turn the firewall off again');
-    throw new Error(
-      `after the firewall was enabled, a new SSH connection to ${ctx.host.address}:${ctx.host.port} failed (${(error as Error).message}), ` +
-        `so the firewall was turned off again. Check hosts.${ctx.host.name}.port and the droplet's sshd port.`,
-    );
+export type UfwAvailability = 'installed' | 'offered' | 'not offered' | 'no lists';
+
+export const ufwAvailability: Fact<UfwAvailability> = {
+  key: 'ufw-availability',
+  command: [
+    'if command -v ufw >/dev/null; then echo installed; exit 0; fi',
+    `ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages' || { echo 'no lists'; exit 0; }`,
+    `if apt-cache policy ufw 2>/dev/null | grep -q 'Candidate: [0-9]'; then echo offered; else echo 'not offered'; fi`,
+  ].join('\n'),
+  parse: out => {
+    const answer = out.trim();
+    return answer === 'installed' || answer === 'offered' || answer === 'no lists' ? answer : 'not offered';
+  },
+};
+
+/** The SSH port first, then what the host needs; refused when the Docker networks a local PostgreSQL must allow are not there. */
+function wantedOpenings(host: Host, networks: DockerNetworks): Opening[] {
+  if (host.postgres.mode === 'local' && networks.subnets.length === 0) {
+    throw new Error('the Docker networks were not found, so the backend\'s access to PostgreSQL cannot be allowed. Run scripts/install.ts first; nothing was changed.');
   }
+  return openings(host, networks.subnets);
 }
 
-async function withUfw(ctx: StepContext, wanted: Opening[]): Promise<string> {
-  const state = await ctx.fact(ufwState);
-  const commands = planUfw(wanted, state);
-  const summary = `ufw allows ${wanted.map(o => (o.from ? `${o.port}/tcp from ${o.from}` : `${o.port}/tcp`)).join(', ')}; other incoming connections are denied`;
-  if (commands.length === 0) return summary;
-  const what = `ufw: ${commands.map(c => c.replace(/^ufw /, '').replace(/ comment '.*'$/, '')).join('; ')}`;
-  await ctx.change(what, () => ctx.run(['set -e', ...commands].join('\n'), 'configure ufw'));
-  // Undo only what this run did to deny: the rules it added are allows and stay.
-  const undo = [
-    ...(commands.includes('ufw --force enable') ? ['ufw --force disable'] : []),
-    ...(commands.includes('ufw default deny incoming') ? [`ufw default ${state.defaultInput === 'ACCEPT' ? 'allow' : 'deny'} incoming`] : []),
-  ];
-  if (undo.length) await proveSshStillWorks(ctx, undo.join('; '));
-  return summary;
-}
+const lockedOut = (host: Host) => (why: string) =>
+  `after the firewall was enabled, a new SSH connection to ${host.address}:${host.port} failed (${why}), ` +
+  `so the firewall was turned off again. Check hosts.${host.name}.port and the droplet's sshd port.`;
 
 /**
  * Turns the iptables firewall off and takes it out of the boot, so that a failed probe leaves
@@ -161,45 +151,118 @@ export function iptablesUndo(init: 'systemd' | 'other'): string {
   ].join('; ');
 }
 
-async function withIptables(ctx: StepContext, wanted: Opening[]): Promise<string> {
-  const init = await ctx.fact(initSystem);
-  await ensurePackages(ctx, init === 'systemd' ? ['iptables'] : ['iptables', 'cron']);
-  const boot = init === 'systemd' ? IPTABLES_UNIT : IPTABLES_CRON;
-  const script = renderIptablesScript(ctx.host, wanted, boot);
-  await ensureFile(ctx, { path: IPTABLES_SCRIPT, content: script, mode: '755', label: 'the iptables firewall script' });
-  const state = await ctx.fact(iptablesState);
+/** The ufw commands still needed, as one change that a new SSH connection must survive. */
+function ufwChanges(host: Host, wanted: Opening[], state: UfwState): Change[] {
+  const commands = planUfw(wanted, state);
+  if (commands.length === 0) return [];
+  // Undo only what this run did to deny: the rules it added are allows and stay.
+  const undo = [
+    ...(commands.includes('ufw --force enable') ? ['ufw --force disable'] : []),
+    ...(commands.includes('ufw default deny incoming') ? [`ufw default ${state.defaultInput === 'ACCEPT' ? 'allow' : 'deny'} incoming`] : []),
+  ];
+  return [
+    {
+      label: `ufw: ${commands.map(c => c.replace(/^ufw /, '').replace(/ comment '.*'$/, '')).join('; ')}`,
+      script: ['set -e', ...commands].join('\n'),
+      ...(undo.length ? { sshProbe: { undo: undo.join('; '), failure: lockedOut(host) } } : {}),
+    },
+  ];
+}
+
+export interface IptablesFacts {
+  init: 'systemd' | 'other';
+  iptables: { applied: string; hooked: boolean };
+  script: FileState;
+  unit: FileState;
+  cron: FileState;
+}
+
+/** The script, applied and proven by a new SSH connection, and only then hooked into the boot. */
+function iptablesChanges(host: Host, wanted: Opening[], facts: IptablesFacts): Change[] {
+  const { init } = facts;
+  const script = renderIptablesScript(host, wanted, init === 'systemd' ? IPTABLES_UNIT : IPTABLES_CRON);
   const hash = sha256(script);
-  if (state.applied !== hash || !state.hooked) {
-    await ctx.change('apply the iptables firewall', () => ctx.run(IPTABLES_SCRIPT, 'apply iptables rules'));
-    await proveSshStillWorks(ctx, iptablesUndo(init));
-    if (!ctx.check) await ctx.run(sh`mkdir -p ${STATE_DIR} && echo ${hash} > ${IPTABLES_APPLIED}`, 'record the applied firewall');
+  const changes = fileChanges(facts.script, { path: IPTABLES_SCRIPT, content: script, mode: '755', label: 'the iptables firewall script' });
+  if (facts.iptables.applied !== hash || !facts.iptables.hooked) {
+    const proven = sh`mkdir -p ${STATE_DIR} && echo ${hash} > ${IPTABLES_APPLIED}`;
+    changes.push({ label: 'apply the iptables firewall', script: IPTABLES_SCRIPT, sshProbe: { undo: iptablesUndo(init), proven, failure: lockedOut(host) } });
   }
-  // Only rules a new SSH connection got through are run again at boot.
   const values = { managed: MANAGED_MARKER, script: IPTABLES_SCRIPT };
-  if (init === 'systemd') {
-    const unitChanged = await ensureFile(ctx, { path: IPTABLES_UNIT, content: renderTemplate(templateText('firewall-iptables.service'), values), mode: '644' });
-    if (unitChanged) await ctx.change('enable convex-ops-firewall.service at boot', () => ctx.run('systemctl daemon-reload && systemctl enable convex-ops-firewall.service', 'enable the firewall unit'));
-  } else {
-    await ensureFile(ctx, { path: IPTABLES_CRON, content: renderTemplate(templateText('firewall-iptables.cron'), values), mode: '644' });
+  if (init !== 'systemd') return [...changes, ...fileChanges(facts.cron, { path: IPTABLES_CRON, content: renderTemplate(templateText('firewall-iptables.cron'), values), mode: '644' })];
+  const unit = fileChanges(facts.unit, { path: IPTABLES_UNIT, content: renderTemplate(templateText('firewall-iptables.service'), values), mode: '644' });
+  const enable = { label: 'enable convex-ops-firewall.service at boot', script: 'systemctl daemon-reload && systemctl enable convex-ops-firewall.service' };
+  return [...changes, ...unit, ...(unit.length ? [enable] : [])];
+}
+
+/** First of all, on a host whose apt has no package lists yet (a fresh image), their refresh: only they tell whether ufw is offered. */
+export function planAptLists(facts: { ufw: UfwAvailability; networks: DockerNetworks }, host: Host): Change[] {
+  if (!host.firewall) skip(`hosts.${host.name}.firewall is false`);
+  wantedOpenings(host, facts.networks);
+  if (facts.ufw !== 'no lists') return [];
+  return [{ label: "refresh apt's package lists (there are none yet, and they tell whether ufw can be installed)", script: aptUpdateScript(), streams: true }];
+}
+
+/**
+ * ufw where it is installed or apt offers it, else iptables. Without package lists apt cannot
+ * tell: a dry run stops here, after the refresh it lists; a real run has refreshed them.
+ */
+export function firewallTool(ufw: UfwAvailability): 'ufw' | 'iptables' {
+  if (ufw === 'no lists') {
+    throw new Error('apt has no package lists even after apt-get update, so it cannot tell whether ufw can be installed. Run apt-get update on the droplet to see why; the firewall was not changed.');
   }
-  return `iptables (chain convex-ops-input) allows ${wanted.map(o => `${o.port}/tcp${o.from ? ` from ${o.from}` : ''}`).join(', ')}; other incoming connections are dropped`;
+  return ufw === 'not offered' ? 'iptables' : 'ufw';
+}
+
+/** The chosen tool's packages. */
+export function planFirewallPackages(facts: { packages: Packages; init: 'systemd' | 'other'; ufw: UfwAvailability }): Change[] {
+  if (firewallTool(facts.ufw) === 'ufw') return packageChanges(facts.packages, ['ufw']);
+  return packageChanges(facts.packages, facts.init === 'systemd' ? ['iptables'] : ['iptables', 'cron']);
+}
+
+export interface FirewallFacts extends IptablesFacts {
+  ufw: UfwAvailability;
+  ufwState: UfwState;
+  networks: DockerNetworks;
+}
+
+/** ufw's rules, or the iptables firewall, as the tool apt offers says. */
+export function planFirewall(facts: FirewallFacts, host: Host): Change[] {
+  const wanted = wantedOpenings(host, facts.networks);
+  return firewallTool(facts.ufw) === 'iptables' ? iptablesChanges(host, wanted, facts) : ufwChanges(host, wanted, facts.ufwState);
+}
+
+function summary(facts: FirewallFacts, host: Host): string {
+  const wanted = wantedOpenings(host, facts.networks);
+  const said =
+    firewallTool(facts.ufw) === 'iptables'
+      ? `iptables (chain convex-ops-input) allows ${wanted.map(o => `${o.port}/tcp${o.from ? ` from ${o.from}` : ''}`).join(', ')}; other incoming connections are dropped`
+      : `ufw allows ${wanted.map(o => (o.from ? `${o.port}/tcp from ${o.from}` : `${o.port}/tcp`)).join(', ')}; other incoming connections are denied`;
+  return host.domains ? said : `${said}; ${tunnelHint(host)}`;
 }
 
 export const firewall: Step = {
   name: 'firewall',
-  facts: () => [installedPackages, initSystem, ufwState, iptablesState, dockerNetworks, fileFact(IPTABLES_SCRIPT)],
-  async run(ctx) {
-    const { host } = ctx;
-    if (!host.firewall) ctx.skip(`hosts.${host.name}.firewall is false`);
-    const networks = await ctx.fact(dockerNetworks);
-    if (host.postgres.mode === 'local' && networks.subnets.length === 0 && !ctx.check) {
-      throw new Error('the Docker networks were not found, so the backend\'s access to PostgreSQL cannot be allowed. Run scripts/install.ts first; nothing was changed.');
-    }
-    const wanted = openings(host, networks.subnets);
-    const summary = (await ufwAvailable(ctx)) ? await withUfw(ctx, wanted) : await withIptables(ctx, wanted);
-    if (host.domains) return summary;
-    // A changed step shows its changes rather than this summary: the run that closes the ports says it too.
-    if (ctx.changes.length) ctx.warn(tunnelHint(host));
-    return `${summary}; ${tunnelHint(host)}`;
-  },
+  phases: [
+    phase({ facts: () => ({ ufw: ufwAvailability, networks: dockerNetworks }), plan: planAptLists }),
+    phase({ facts: () => ({ packages: installedPackages, init: initSystem, ufw: ufwAvailability }), plan: planFirewallPackages }),
+    phase({
+      facts: () => ({
+        init: initSystem,
+        ufw: ufwAvailability,
+        ufwState,
+        networks: dockerNetworks,
+        iptables: iptablesState,
+        script: fileFact(IPTABLES_SCRIPT),
+        unit: fileFact(IPTABLES_UNIT),
+        cron: fileFact(IPTABLES_CRON),
+      }),
+      plan: planFirewall,
+      ok: summary,
+      warnings: (facts, host) => [
+        ...(firewallTool(facts.ufw) === 'iptables' ? [`${host.name}: ufw cannot be installed from apt here; the firewall is made with plain iptables`] : []),
+        // The run that closes the ports says how to reach them; a converged run says it in its summary.
+        ...(!host.domains && planFirewall(facts, host).length ? [tunnelHint(host)] : []),
+      ],
+    }),
+  ],
 };

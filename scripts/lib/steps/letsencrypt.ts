@@ -1,76 +1,36 @@
 // One certificate (--cert-name convex-<instance>) for all of a host's domains, from certbot of
 // the distribution in webroot mode, then the site switched to HTTPS. No order is placed while
 // the certificate covers every domain, was issued by the configured directory, verifies against
-// the configured CA and has more than 30 days left. A private ACME server (acme.ca_bundle) is
-// trusted through REQUESTS_CA_BUNDLE, for the order and for every renewal. Renewals run from
+// the configured CA and has more than 30 days left; none either while a domain does not resolve
+// to the droplet (the ACME server could not validate it). A private ACME server (acme.ca_bundle)
+// is trusted through REQUESTS_CA_BUNDLE, for the order and for every renewal. Renewals run from
 // certbot's own timer (systemd) or cron, with a deploy hook that reloads nginx.
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { Host } from '../inventory.ts';
-import type { Fact, Step, StepContext } from '../step.ts';
-import { ensureFile, fileFact, MANAGED_MARKER } from '../files.ts';
-import { ensurePackages, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD } from '../system.ts';
+import type { Fact, Step } from '../step.ts';
+import { pendingHandlers } from '../step.ts';
+import type { Change } from '../plan.ts';
+import { fileChanges, packageChanges, phase, skip, withHandler } from '../plan.ts';
+import type { FileState } from '../files.ts';
+import { fileFact, MANAGED_MARKER } from '../files.ts';
+import type { Packages } from '../system.ts';
+import { initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD, systemdReload } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import type { TemplateValue } from '../templates.ts';
 import { sh } from '../shell.ts';
-import { ACME_WEBROOT, NGINX_RELOAD, applySite, certName, certificatePaths, domainList, ensureNginxServing, nginxState, reloadNginxScript, certificatePresent, sitePath, siteLink } from './nginx.ts';
-import { pathKindFact } from '../files.ts';
+import type { CertificateState } from '../facts/certificate.ts';
+import { ACME_CA_PATH, certName, certificateFact, daysLeft, trustedCa } from '../facts/certificate.ts';
+import type { DnsState } from '../facts/dns.ts';
+import { dnsFact, domainList, misdirectedDomains } from '../facts/dns.ts';
+import { ACME_WEBROOT, NGINX_RELOAD, reloadNginxScript, sitePath, sitePhase } from './nginx.ts';
 
-/** The operator's CA bundle, on the droplet: what certbot trusts for a private ACME server. */
-export const ACME_CA_PATH = '/etc/convex-ops/acme-ca.pem';
 export const DEPLOY_HOOK = '/etc/letsencrypt/renewal-hooks/deploy/convex-ops-reload-nginx';
 export const RENEW_CRON = '/etc/cron.d/convex-ops-certbot';
 export const RENEW_DROPIN = '/etc/systemd/system/certbot.service.d/convex-ops.conf';
-const SYSTEM_ROOTS = '/etc/ssl/certs/ca-certificates.crt';
 
 /** No new order while the certificate has more than this left. */
 export const RENEW_BEFORE_DAYS = 30;
-
-/** The CA file a host's certificate (and its ACME server) is verified against, on the droplet. */
-export const trustedCa = (host: Host) => (host.acme.ca_bundle ? ACME_CA_PATH : SYSTEM_ROOTS);
-
-export interface CertificateState {
-  present: boolean;
-  /** Seconds since the epoch, by the droplet's clock. */
-  notAfter?: number;
-  now?: number;
-  names: string[];
-  /** The chain verifies against the configured CA. */
-  verified: boolean;
-  /** The ACME directory certbot renews from (its renewal configuration). */
-  server?: string;
-}
-
-export function certificateFact(host: Host): Fact<CertificateState> {
-  const { cert, chain } = certificatePaths(host);
-  const renewal = `/etc/letsencrypt/renewal/${certName(host)}.conf`;
-  return {
-    key: `certificate:${certName(host)}:${trustedCa(host)}`,
-    command: [
-      sh`[ -f ${cert} ] || exit 0`,
-      'echo present',
-      sh`echo "end $(date -d "$(openssl x509 -in ${cert} -noout -enddate | cut -d= -f2)" +%s)"`,
-      'echo "now $(date +%s)"',
-      sh`openssl x509 -in ${cert} -noout -ext subjectAltName | tr ',' '\n' | sed -n 's/^ *DNS:/name /p'`,
-      sh`if openssl verify -CAfile ${trustedCa(host)} -untrusted ${chain} ${cert} >/dev/null 2>&1; then echo verified; fi`,
-      sh`sed -n 's/^server *= *//p' ${renewal} | sed 's/^/server /'`,
-      'true',
-    ].join('\n'),
-    parse: out => {
-      const lines = out.split('\n').map(l => l.trim());
-      const value = (key: string) => lines.find(l => l.startsWith(`${key} `))?.slice(key.length + 1);
-      const number = (key: string) => (value(key) && /^\d+$/.test(value(key)!) ? Number(value(key)) : undefined);
-      return {
-        present: lines.includes('present'),
-        notAfter: number('end'),
-        now: number('now'),
-        names: lines.filter(l => l.startsWith('name ')).map(l => l.slice(5)),
-        verified: lines.includes('verified'),
-        server: value('server'),
-      };
-    },
-  };
-}
 
 export type CertificatePlan =
   | { order: false; reason: string }
@@ -86,43 +46,17 @@ export function planCertificate(host: Host, cert: CertificateState): Certificate
     return { order: true, why: `the certificate comes from ${cert.server ?? 'an unknown ACME server'}, the inventory says ${host.acme.directory}`, flags: ['--force-renewal'] };
   }
   if (!cert.verified) return { order: true, why: `the certificate's chain does not verify against ${trustedCa(host)}`, flags: ['--force-renewal'] };
-  const daysLeft = cert.notAfter !== undefined && cert.now !== undefined ? Math.floor((cert.notAfter - cert.now) / 86400) : -1;
-  if (daysLeft <= RENEW_BEFORE_DAYS) return { order: true, why: `the certificate has ${Math.max(daysLeft, 0)} days left`, flags: ['--force-renewal'] };
+  const days = daysLeft(cert);
+  if (days <= RENEW_BEFORE_DAYS) return { order: true, why: `the certificate has ${Math.max(days, 0)} days left`, flags: ['--force-renewal'] };
   const until = new Date(cert.notAfter! * 1000).toISOString().slice(0, 10);
-  return { order: false, reason: `certificate ${certName(host)} covers ${wanted.join(', ')} until ${until} (${daysLeft} days)` };
-}
-
-export interface DnsState { domains: Map<string, string[]>; self: string[] }
-
-export function dnsFact(host: Host): Fact<DnsState> {
-  return {
-    key: `dns:${domainList(host).join(',')}`,
-    waits: true,
-    command:
-      sh`for d in ${domainList(host)}; do printf 'dns %s' "$d"; for a in $(getent ahosts "$d" | awk '{print $1}' | sort -u); do printf ' %s' "$a"; done; echo; done; ` +
-      `printf 'self'; for a in $(hostname -I); do printf ' %s' "$a"; done; echo`,
-    parse: out => {
-      const domains = new Map<string, string[]>();
-      let self: string[] = [];
-      for (const line of out.split('\n')) {
-        const [kind, ...rest] = line.trim().split(/\s+/);
-        if (kind === 'dns' && rest[0]) domains.set(rest[0], rest.slice(1));
-        if (kind === 'self') self = rest;
-      }
-      return { domains, self };
-    },
-  };
+  return { order: false, reason: `certificate ${certName(host)} covers ${wanted.join(', ')} until ${until} (${days} days)` };
 }
 
 /** Why the ACME server could not validate the domains, or undefined when they all point here. */
 export function dnsProblem(host: Host, dns: DnsState): string | undefined {
-  const problems: string[] = [];
-  for (const domain of domainList(host)) {
-    const addresses = dns.domains.get(domain) ?? [];
-    const elsewhere = addresses.filter(a => !dns.self.includes(a));
-    if (addresses.length === 0) problems.push(`${domain} does not resolve`);
-    else if (elsewhere.length) problems.push(`${domain} resolves to ${elsewhere.join(', ')}, which is not this droplet`);
-  }
+  const problems = misdirectedDomains(host, dns, dns.self).map(({ name, elsewhere }) =>
+    elsewhere.length ? `${name} resolves to ${elsewhere.join(', ')}, which is not this droplet` : `${name} does not resolve`,
+  );
   if (!problems.length) return undefined;
   return (
     `no certificate was requested: ${problems.join('; ')} (the droplet's addresses: ${dns.self.join(', ') || 'none'}). ` +
@@ -148,30 +82,45 @@ export function renewalValues(host: Host): Record<string, TemplateValue> {
   return { managed: MANAGED_MARKER, directory: host.acme.directory, ca_bundle: ACME_CA_PATH, minute: renewMinute(host), reload_nginx: reloadNginxScript().split('\n') };
 }
 
+/** certbot, openssl (the certificate fact reads with it) and, without systemd, cron for the renewals. */
+export function planCertbotInstall(facts: { packages: Packages; init: 'systemd' | 'other' }, host: Host): Change[] {
+  if (!host.domains) skip(`hosts.${host.name} has no [domains]: there is nothing to certify`);
+  return packageChanges(facts.packages, facts.init === 'systemd' ? ['certbot', 'openssl'] : ['certbot', 'openssl', 'cron']);
+}
+
+export interface RenewalFacts {
+  init: 'systemd' | 'other';
+  renewal: RenewalState;
+  bundle: FileState;
+  hook: FileState;
+  cron: FileState;
+  dropin: FileState;
+  pending: string[];
+}
+
 /** certbot's renewals: its timer (systemd) or cron, trusting the CA bundle, then reloading nginx. */
-async function ensureRenewal(ctx: StepContext): Promise<void> {
-  const { host } = ctx;
-  const init = await ctx.fact(initSystem);
+export function planRenewal(facts: RenewalFacts, host: Host): Change[] {
   const values = renewalValues(host);
-  await ensureFile(ctx, { path: DEPLOY_HOOK, content: renderTemplate(templateText('certbot-deploy-hook.sh'), values, 'certbot-deploy-hook.sh'), mode: '755', label: 'the certbot deploy hook' });
-  if (init === 'systemd') {
+  const render = (template: string) => renderTemplate(templateText(template), values, template);
+  const changes: Change[] = [];
+  if (host.acme.ca_bundle) {
+    const bundle = readFileSync(host.acme.ca_bundle, 'utf8').trim();
+    const content = `# ${MANAGED_MARKER}: hosts.${host.name}.acme.ca_bundle (${host.acme.ca_bundle}), the CA of ${host.acme.directory}.\n${bundle}\n`;
+    changes.push(...fileChanges(facts.bundle, { path: ACME_CA_PATH, content, mode: '644', label: 'the ACME CA bundle' }));
+  }
+  changes.push(...fileChanges(facts.hook, { path: DEPLOY_HOOK, content: render('certbot-deploy-hook.sh'), mode: '755', label: 'the certbot deploy hook' }));
+  if (facts.init === 'systemd') {
     if (host.acme.ca_bundle) {
-      const content = renderTemplate(templateText('certbot-systemd.conf'), values, 'certbot-systemd.conf');
-      const state = await ctx.fact(fileFact(RENEW_DROPIN));
-      if (state.kind !== 'file' || state.content !== content) await ctx.markPending(SYSTEMD_RELOAD);
-      await ensureFile(ctx, { path: RENEW_DROPIN, content, mode: '644', label: 'certbot.service drop-in (CA bundle)' });
-      await ctx.runPending(SYSTEMD_RELOAD, 'reload systemd units', 'systemctl daemon-reload');
+      const dropin = fileChanges(facts.dropin, { path: RENEW_DROPIN, content: render('certbot-systemd.conf'), mode: '644', label: 'certbot.service drop-in (CA bundle)' }, SYSTEMD_RELOAD);
+      changes.push(...withHandler(dropin, systemdReload, facts.pending));
     }
-    const renewal = await ctx.fact(renewalState);
-    if (!renewal.timerActive) await ctx.change('enable certbot.timer', () => ctx.run('systemctl enable --now certbot.timer', 'enable certbot.timer'));
-    return;
+    if (!facts.renewal.timerActive) changes.push({ label: 'enable certbot.timer', script: 'systemctl enable --now certbot.timer' });
+    return changes;
   }
   // Without systemd, certbot's package renews from /etc/cron.d/certbot: cron must run.
-  if (host.acme.ca_bundle) {
-    await ensureFile(ctx, { path: RENEW_CRON, content: renderTemplate(templateText('certbot-renew.cron'), values, 'certbot-renew.cron'), mode: '644', label: RENEW_CRON });
-  }
-  const renewal = await ctx.fact(renewalState);
-  if (!renewal.cronRunning) await ctx.change('start cron (certbot renews from it)', () => ctx.run(serviceScript('cron', 'start'), 'start cron'));
+  if (host.acme.ca_bundle) changes.push(...fileChanges(facts.cron, { path: RENEW_CRON, content: render('certbot-renew.cron'), mode: '644', label: RENEW_CRON }));
+  if (!facts.renewal.cronRunning) changes.push({ label: 'start cron (certbot renews from it)', script: serviceScript('cron', 'start') });
+  return changes;
 }
 
 function certbotCommand(host: Host, flags: string[]): string {
@@ -179,61 +128,63 @@ function certbotCommand(host: Host, flags: string[]): string {
   return host.acme.ca_bundle ? `REQUESTS_CA_BUNDLE=${ACME_CA_PATH} ${command}` : command;
 }
 
+/**
+ * The order, in one command: refused when no site answers the challenges on port 80 (an earlier
+ * step of the same run makes it, so only the host can tell), then certbot (its output on stderr,
+ * shown as progress), then the certificate read again, on stdout, for the check that follows.
+ */
+function orderScript(host: Host, flags: string[]): string {
+  const missing = `${sitePath(host)} is missing, so nothing answers the ACME challenges on port 80. Run scripts/nginx.ts first (scripts/letsencrypt.ts runs it for you).`;
+  return [sh`[ -f ${sitePath(host)} ] || { echo ${missing} >&2; exit 1; }`, `${certbotCommand(host, flags)} >&2 || exit 1`, `( ${certificateFact(host).command}\n)`].join('\n');
+}
+
+/** The order the certificate needs, if any; refused while a domain does not lead to this droplet. */
+export function planOrder(facts: { certificate: CertificateState; dns: DnsState }, host: Host): Change[] {
+  const plan = planCertificate(host, facts.certificate);
+  if (!plan.order) return [];
+  const problem = dnsProblem(host, facts.dns);
+  if (problem) throw new Error(problem);
+  return [
+    {
+      label: `order a certificate for ${domainList(host).join(', ')} from ${host.acme.directory} (${plan.why})`,
+      script: orderScript(host, plan.flags),
+      streams: true,
+      // The new certificate is loaded by the reload that follows; if this run dies first, the next one reloads.
+      arms: NGINX_RELOAD,
+      after: stdout => {
+        const after = planCertificate(host, certificateFact(host).parse(stdout, 0));
+        if (after.order) throw new Error(`certbot finished, but the certificate is still not right: ${after.why}. See /var/log/letsencrypt/letsencrypt.log on the droplet.`);
+      },
+    },
+  ];
+}
+
 export const letsencrypt: Step = {
   name: 'letsencrypt',
-  facts: host => [
-    installedPackages,
-    initSystem,
-    renewalState,
-    certificateFact(host),
-    dnsFact(host),
-    fileFact(ACME_CA_PATH),
-    fileFact(DEPLOY_HOOK),
-    fileFact(RENEW_CRON),
-    fileFact(RENEW_DROPIN),
-    nginxState,
-    certificatePresent(host),
-    fileFact(sitePath(host)),
-    pathKindFact(siteLink(host)),
-  ],
-  async run(ctx) {
-    const { host } = ctx;
-    if (!host.domains) ctx.skip(`hosts.${host.name} has no [domains]: there is nothing to certify`);
-    const init = await ctx.fact(initSystem);
-    await ensurePackages(ctx, init === 'systemd' ? ['certbot', 'openssl'] : ['certbot', 'openssl', 'cron']);
-    if (host.acme.ca_bundle) {
-      const bundle = readFileSync(host.acme.ca_bundle, 'utf8').trim();
-      await ensureFile(ctx, {
-        path: ACME_CA_PATH,
-        content: `# ${MANAGED_MARKER}: hosts.${host.name}.acme.ca_bundle (${host.acme.ca_bundle}), the CA of ${host.acme.directory}.\n${bundle}\n`,
-        mode: '644',
-        label: 'the ACME CA bundle',
-      });
-    }
-    await ensureRenewal(ctx);
-
-    const plan = planCertificate(host, await ctx.fact(certificateFact(host)));
-    if (plan.order) {
-      if (ctx.check) {
-        ctx.changes.push(`order a certificate for ${domainList(host).join(', ')} from ${host.acme.directory} (${plan.why})`);
-      } else {
-        if ((await ctx.fact(fileFact(sitePath(host)))).kind !== 'file') {
-          throw new Error(`${sitePath(host)} is missing, so nothing answers the ACME challenges on port 80. Run scripts/nginx.ts first (scripts/letsencrypt.ts runs it for you).`);
-        }
-        const problem = dnsProblem(host, await ctx.fact(dnsFact(host)));
-        if (problem) throw new Error(problem);
-        // The new certificate is loaded by the reload that follows; if this run dies first, the next one reloads.
-        await ctx.markPending(NGINX_RELOAD);
-        await ctx.change(`order a certificate for ${domainList(host).join(', ')} from ${host.acme.directory} (${plan.why})`, () =>
-          ctx.run(certbotCommand(host, plan.flags), 'certbot certonly', { onOutput: chunk => ctx.progress(chunk) }),
-        );
-        const after = planCertificate(host, await ctx.fact(certificateFact(host)));
-        if (after.order) throw new Error(`certbot finished, but the certificate is still not right: ${after.why}. See /var/log/letsencrypt/letsencrypt.log on the droplet.`);
-      }
-    }
+  phases: [
+    phase({ facts: () => ({ packages: installedPackages, init: initSystem }), plan: planCertbotInstall }),
+    // After the packages: certbot's own timer is enabled by its installation.
+    phase({
+      facts: () => ({
+        init: initSystem,
+        renewal: renewalState,
+        bundle: fileFact(ACME_CA_PATH),
+        hook: fileFact(DEPLOY_HOOK),
+        cron: fileFact(RENEW_CRON),
+        dropin: fileFact(RENEW_DROPIN),
+        pending: pendingHandlers,
+      }),
+      plan: planRenewal,
+    }),
+    phase({
+      facts: (host: Host) => ({ certificate: certificateFact(host), dns: dnsFact(host), init: initSystem }),
+      plan: planOrder,
+      ok: ({ certificate, init }, host) => {
+        const plan = planCertificate(host, certificate);
+        return `${plan.order ? plan.why : plan.reason}; renewals by certbot's ${init === 'systemd' ? 'timer' : 'cron job'}`;
+      },
+    }),
     // With the certificate in place the site becomes HTTPS (a single run goes all the way).
-    await applySite(ctx);
-    await ensureNginxServing(ctx);
-    return plan.order ? undefined : `${plan.reason}; renewals by certbot's ${init === 'systemd' ? 'timer' : 'cron job'}`;
-  },
+    sitePhase(),
+  ],
 };

@@ -6,12 +6,19 @@
 // fails. nginx is reloaded only after a change (a pending handler, so a run that dies before the
 // reload still reloads on the next run).
 import type { Host } from '../inventory.ts';
-import type { Fact, Step, StepContext } from '../step.ts';
-import { STATE_DIR } from '../step.ts';
-import { MANAGED_MARKER, atomicWriteScript, fileFact, pathKindFact, unifiedDiff } from '../files.ts';
-import { ensurePackages, exitWhen, installedPackages, serviceScript } from '../system.ts';
+import type { Fact, Step } from '../step.ts';
+import { STATE_DIR, pendingHandlers } from '../step.ts';
+import type { Change, Handler } from '../plan.ts';
+import { fileChanges, packageChanges, phase, skip, withHandler } from '../plan.ts';
+import type { FileState, PathKind } from '../files.ts';
+import { MANAGED_MARKER, fileFact, pathKindFact } from '../files.ts';
+import type { Packages } from '../system.ts';
+import { exitWhen, installedPackages, serviceScript } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { sh } from '../shell.ts';
+import type { CertificateState } from '../facts/certificate.ts';
+import { certificateFact, certificatePaths } from '../facts/certificate.ts';
+import { domainList } from '../facts/dns.ts';
 
 /** Where certbot places the HTTP-01 challenge files that nginx serves on port 80. */
 export const ACME_WEBROOT = '/var/www/convex-ops-acme';
@@ -19,15 +26,6 @@ export const ACME_WEBROOT = '/var/www/convex-ops-acme';
 const siteName = (host: Host) => `convex-${host.instance_name}.conf`;
 export const sitePath = (host: Host) => `/etc/nginx/sites-available/${siteName(host)}`;
 export const siteLink = (host: Host) => `/etc/nginx/sites-enabled/${siteName(host)}`;
-
-/** One certificate (certbot's --cert-name) for all of a host's domains. */
-export const certName = (host: Host) => `convex-${host.instance_name}`;
-export function certificatePaths(host: Host): { dir: string; fullchain: string; privkey: string; cert: string; chain: string } {
-  const dir = `/etc/letsencrypt/live/${certName(host)}`;
-  return { dir, fullchain: `${dir}/fullchain.pem`, privkey: `${dir}/privkey.pem`, cert: `${dir}/cert.pem`, chain: `${dir}/chain.pem` };
-}
-
-export const domainList = (host: Host): string[] => (host.domains ? [host.domains.api, host.domains.site, host.domains.dashboard] : []);
 
 export const NGINX_RELOAD = 'nginx-reload';
 
@@ -98,22 +96,6 @@ export const nginxState: Fact<NginxState> = {
   }),
 };
 
-export function certificatePresent(host: Host): Fact<boolean> {
-  const { fullchain, privkey } = certificatePaths(host);
-  return { key: `cert-files:${certName(host)}`, command: sh`[ -s ${fullchain} ] && [ -s ${privkey} ] && echo yes`, parse: out => out.trim() === 'yes' };
-}
-
-/**
- * The certificate's OCSP responder URL ('' when it has none, or there is no certificate yet).
- * Stapling is configured only when there is one: nginx warns at every start about a certificate
- * without it, and Let's Encrypt stopped putting it in certificates in 2025 (as pebble does in
- * the tests), while a CA that still runs OCSP gets its responses stapled.
- */
-export function ocspResponder(host: Host): Fact<string> {
-  const { cert } = certificatePaths(host);
-  return { key: `cert-ocsp:${certName(host)}`, command: sh`[ -s ${cert} ] && openssl x509 -in ${cert} -noout -ocsp_uri 2>/dev/null; true`, parse: out => out.trim() };
-}
-
 /** `http2 on;` exists from nginx 1.25.1; older versions take http2 as a listen parameter. */
 export function hasHttp2Directive(version: string | undefined): boolean {
   if (!version) return false;
@@ -165,108 +147,91 @@ export function renderSite(host: Host, opts: SiteOptions): string {
 }
 
 /**
- * The remote side of a site change: mark the reload pending, keep the current file aside, put
- * the candidate in place (atomically) and link it, then `nginx -t`. If nginx rejects it, the
- * previous file and link are put back exactly, the pending mark is taken back unless an earlier
- * change left it, nginx's message goes to stderr, and the script fails. nginx itself is not
- * reloaded here: the live configuration only changes on the reload that follows a success.
+ * A site change as the host makes it: the current file is kept aside, the candidate put in place
+ * by `write` (the atomic write fileChanges planned; none when only the link is missing) and
+ * linked, then `nginx -t`. If nginx rejects it, the previous file and link are put back exactly,
+ * the reload the change armed is taken back unless it was pending before (`pendingBefore`, read
+ * with the facts under the run lock), and the script fails with nginx's message. nginx itself is
+ * not reloaded here: the live configuration only changes on the reload that follows a success.
  */
-export function siteChangeScript(host: Host, opts: { write: boolean; foreign: boolean }): string {
+export function siteChangeScript(host: Host, opts: { write?: string; pendingBefore: boolean }): string {
   const site = sitePath(host);
   const link = siteLink(host);
   const previous = `/etc/nginx/sites-available/.${siteName(host)}.convex-ops-previous`;
-  const pending = `${STATE_DIR}/pending/${NGINX_RELOAD}`;
   return [
     'set -e',
-    sh`mkdir -p ${`${STATE_DIR}/pending`}`,
-    sh`if [ -e ${pending} ]; then was_pending=yes; else was_pending=no; touch ${pending}; fi`,
     sh`rm -f ${previous}`,
     sh`if [ -f ${site} ]; then cp -p ${site} ${previous}; fi`,
     sh`old_link=$(readlink ${link} || true)`,
-    opts.write ? atomicWriteScript({ path: site, mode: '644' }, opts.foreign) : ':',
+    opts.write ?? ':',
     sh`ln -sfn ${site} ${link}`,
     sh`if out=$(nginx -t 2>&1); then rm -f ${previous}; exit 0; fi`,
     sh`if [ -f ${previous} ]; then mv -f ${previous} ${site}; else rm -f ${site}; fi`,
     sh`if [ -n "$old_link" ]; then ln -sfn "$old_link" ${link}; else rm -f ${link}; fi`,
-    sh`if [ "$was_pending" = no ]; then rm -f ${pending}; fi`,
-    `printf '%s\\n' "$out" >&2`,
+    opts.pendingBefore ? ':' : sh`rm -f ${`${STATE_DIR}/pending/${NGINX_RELOAD}`}`,
+    sh`echo ${`nginx rejected the new configuration, so ${site} was put back as it was and nginx keeps serving the previous one. nginx -t said:`} >&2`,
+    // The error shows the last lines of stderr: nginx's own come last.
+    `printf '%s\\n' "$out" | tail -n 12 >&2`,
     'exit 1',
   ].join('\n');
 }
 
-/** Brings the site file and its link to what the host wants, safely. Returns whether HTTPS is configured. */
-export async function applySite(ctx: StepContext): Promise<boolean> {
-  const { host } = ctx;
-  const site = sitePath(host);
-  const link = siteLink(host);
-  await ctx.facts([nginxState, certificatePresent(host), ocspResponder(host), fileFact(site), pathKindFact(link)]);
-  const state = await ctx.fact(nginxState);
-  const certificate = await ctx.fact(certificatePresent(host));
-  const ocsp = (await ctx.fact(ocspResponder(host))) !== '';
-  const wanted = renderSite(host, { certificate, nginxVersion: state.version, ipv6: state.ipv6, ocsp });
-  const current = await ctx.fact(fileFact(site));
-  const linked = await ctx.fact(pathKindFact(link));
-  if (current.kind === 'other') throw new Error(`${site} exists but is a ${current.type}, not a regular file. Move it away, then run again.`);
-  if (linked !== 'absent' && !linked.startsWith('link:')) {
-    throw new Error(`${link} is a ${linked}, not a link to ${site}. Move it away (it is another copy of this site), then run again; nothing was changed.`);
-  }
-  const write = current.kind !== 'file' || current.content !== wanted;
-  const relink = linked !== `link:${site}`;
-  if (current.kind === 'file' && !write && current.mode !== '644') {
-    await ctx.change(`set ${site} to mode 644`, () => ctx.run(sh`chmod 644 ${site}`, `chmod ${site}`));
-  }
-  if (!write && !relink) return certificate;
+export const reloadNginx: Handler = { name: NGINX_RELOAD, label: 'reload nginx', script: reloadNginxScript() };
 
-  const foreign = current.kind === 'file' && !current.content.includes(MANAGED_MARKER);
-  const stage = certificate ? 'HTTPS' : 'HTTP, ACME challenges only';
-  const what = !write
-    ? `enable ${site} (link from sites-enabled)`
-    : current.kind === 'absent'
-      ? `create ${site} (${stage})`
-      : foreign
-        ? `replace ${site} (${stage}; the original is kept aside)`
-        : `update ${site} (${stage})`;
-  const diff = write ? unifiedDiff(site, current.kind === 'file' ? current.content : '', wanted) : undefined;
-  // The reload this change needs is marked pending by the script itself, before the file changes.
-  await ctx.change(
-    what,
-    async () => {
-      const result = await ctx.run(siteChangeScript(host, { write, foreign }), `write and test ${site}`, { stdin: write ? wanted : undefined, allowFail: true });
-      if (result.code !== 0) {
-        throw new Error(
-          `nginx rejected the new configuration, so ${site} was put back as it was and nginx keeps serving the previous one. nginx -t said:\n${result.stderr.trim() || result.stdout.trim()}`,
-        );
-      }
-    },
-    diff,
+const siteFacts = (host: Host) => ({
+  nginx: nginxState,
+  certificate: certificateFact(host),
+  site: fileFact(sitePath(host)),
+  link: pathKindFact(siteLink(host)),
+  pending: pendingHandlers,
+});
+
+export interface SiteFacts { nginx: NginxState; certificate: CertificateState; site: FileState; link: PathKind; pending: string[] }
+
+/**
+ * The site file and its link as the certificate allows (HTTPS once it is usable), each change
+ * tested by nginx before it stays; then nginx started, or reloaded when a change (or an earlier
+ * run, or a new certificate) left the reload pending.
+ */
+export function planSite(facts: SiteFacts, host: Host): Change[] {
+  const { nginx, certificate, site, link, pending } = facts;
+  const path = sitePath(host);
+  if (link !== 'absent' && !link.startsWith('link:')) {
+    throw new Error(`${siteLink(host)} is a ${link}, not a link to ${path}. Move it away (it is another copy of this site), then run again; nothing was changed.`);
+  }
+  const content = renderSite(host, { certificate: certificate.usable, nginxVersion: nginx.version, ipv6: nginx.ipv6, ocsp: certificate.ocsp !== '' });
+  const label = `${path} (${certificate.usable ? 'HTTPS' : 'HTTP, ACME challenges only'})`;
+  const pendingBefore = pending.includes(NGINX_RELOAD);
+  const changes = fileChanges(site, { path, content, mode: '644', label }, NGINX_RELOAD).map(change =>
+    change.arms ? { ...change, script: siteChangeScript(host, { write: change.script, pendingBefore }) } : change,
   );
-  return certificate;
+  if (link !== `link:${path}` && !changes.some(c => c.arms)) {
+    changes.push({ label: `enable ${path} (link from sites-enabled)`, script: siteChangeScript(host, { pendingBefore }), arms: NGINX_RELOAD });
+  }
+  if (!nginx.running) return [...changes, { label: 'start nginx', script: startNginxScript(), clears: NGINX_RELOAD }];
+  return withHandler(changes, reloadNginx, pending);
 }
 
-/** Starts nginx when it is not running, else reloads it if a change asked for that. */
-export async function ensureNginxServing(ctx: StepContext): Promise<void> {
-  const state = await ctx.fact(nginxState);
-  if (!state.running) {
-    await ctx.change('start nginx', () => ctx.run(`${startNginxScript()} && rm -f ${STATE_DIR}/pending/${NGINX_RELOAD}`, 'start nginx'));
-    return;
-  }
-  await ctx.runPending(NGINX_RELOAD, 'reload nginx', reloadNginxScript());
+/** nginx itself and the folder certbot's challenges are served from. */
+export function planNginxInstall(facts: { packages: Packages; webroot: PathKind }, host: Host): Change[] {
+  if (!host.domains) skip(`hosts.${host.name} has no [domains]: there is nothing to put nginx in front of`);
+  const webroot = { label: `create the ACME webroot ${ACME_WEBROOT}`, script: sh`mkdir -p -m 755 ${ACME_WEBROOT}` };
+  return [...packageChanges(facts.packages, ['nginx']), ...(facts.webroot === 'absent' ? [webroot] : [])];
+}
+
+/** The site's phase, shared by nginx and letsencrypt (which switches it to HTTPS); `ok` says what a converged step reports. */
+export function sitePhase(ok?: (facts: SiteFacts, host: Host) => string) {
+  return phase({ facts: siteFacts, plan: planSite, ...(ok ? { ok } : {}) });
 }
 
 export const nginx: Step = {
   name: 'nginx',
-  facts: host => [installedPackages, nginxState, certificatePresent(host), ocspResponder(host), fileFact(sitePath(host)), pathKindFact(siteLink(host)), pathKindFact(ACME_WEBROOT)],
-  async run(ctx) {
-    const { host } = ctx;
-    if (!host.domains) ctx.skip(`hosts.${host.name} has no [domains]: there is nothing to put nginx in front of`);
-    await ensurePackages(ctx, ['nginx']);
-    if ((await ctx.fact(pathKindFact(ACME_WEBROOT))) === 'absent') {
-      await ctx.change(`create the ACME webroot ${ACME_WEBROOT}`, () => ctx.run(sh`mkdir -p -m 755 ${ACME_WEBROOT}`, 'create webroot'));
-    }
-    const https = await applySite(ctx);
-    await ensureNginxServing(ctx);
-    return https
-      ? `${sitePath(host)} serves ${domainList(host).join(', ')} over HTTPS`
-      : `${sitePath(host)} answers ACME challenges for ${domainList(host).join(', ')} (no certificate yet: run scripts/letsencrypt.ts)`;
-  },
+  phases: [
+    phase({ facts: () => ({ packages: installedPackages, webroot: pathKindFact(ACME_WEBROOT) }), plan: planNginxInstall }),
+    sitePhase(({ certificate }, host) =>
+      certificate.usable
+        ? `${sitePath(host)} serves ${domainList(host).join(', ')} over HTTPS`
+        : `${sitePath(host)} answers ACME challenges for ${domainList(host).join(', ')} (no certificate yet: run scripts/letsencrypt.ts)`,
+    ),
+  ],
 };
