@@ -123,7 +123,7 @@ export function makeReporter(args: Args, inventory: Inventory, hosts: Host[], sc
 
 export function sessionFor(host: Host, args: Args, reporter: Reporter, script: string): HostSession {
   return new HostSession(host, {
-    check: Boolean(args.check),
+    dryRun: Boolean(args.check),
     acceptNew: Boolean(args['accept-new']),
     lockTimeout: Number(args['lock-timeout'] ?? 300),
     script,

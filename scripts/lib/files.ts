@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { dirname, basename } from 'node:path';
 import { createRequire } from 'node:module';
-import type { Fact, StepContext } from './step.ts';
+import type { Fact } from './step.ts';
 import { quote, sh } from './shell.ts';
 
 /** The diff library, loaded for the first diff: a run that changes nothing never needs it. */
@@ -102,35 +102,6 @@ export function maskedEnvDiff(path: string, before: string, after: string): stri
   return createTwoFilesPatch(path, path, mask(before), mask(after, values), 'live (values masked)', 'wanted (values masked)', { context: 3 });
 }
 
-/** Writes the file if its content, mode or owner differ; returns whether it changed. */
-export async function ensureFile(ctx: StepContext, want: DesiredFile): Promise<boolean> {
-  const state = await ctx.fact(fileFact(want.path));
-  const owner = want.owner ?? 'root';
-  const group = want.group ?? owner;
-  if (state.kind === 'other') throw new Error(`${want.path} exists but is a ${state.type}, not a regular file. Move it away, then run again.`);
-  const label = want.label ?? want.path;
-  if (state.stale?.length) {
-    const stale = state.stale;
-    await ctx.change(`remove ${stale.length === 1 ? 'a temporary file' : `${stale.length} temporary files`} of ${label} left by an interrupted run`, () =>
-      ctx.run(sh`rm -f ${stale}`, `remove temporary files of ${want.path}`),
-    );
-  }
-  if (state.kind === 'file' && state.content === want.content) {
-    if (state.mode !== want.mode.replace(/^0/, '') || state.owner !== owner || state.group !== group) {
-      await ctx.change(`set ${label} to mode ${want.mode} ${owner}:${group}`, () =>
-        ctx.run(sh`chmod ${want.mode} ${want.path} && chown ${`${owner}:${group}`} ${want.path}`, `chmod ${want.path}`),
-      );
-      return true;
-    }
-    return false;
-  }
-  const before = state.kind === 'file' ? state.content : '';
-  const diff = want.secret ? maskedEnvDiff(want.path, before, want.content) : unifiedDiff(want.path, before, want.content);
-  const foreign = state.kind === 'file' && !state.content.includes(MANAGED_MARKER);
-  const what = state.kind === 'absent' ? `create ${label}` : foreign ? `replace ${label} (the original is kept aside)` : `update ${label}`;
-  await ctx.change(what, () => writeAtomically(ctx, want, foreign), diff);
-  return true;
-}
 
 /**
  * The remote side of a write: the content arrives on stdin into a temporary file in the same
@@ -164,9 +135,6 @@ export function atomicWriteScript(want: { path: string; mode: string; owner?: st
   ].join('\n');
 }
 
-async function writeAtomically(ctx: StepContext, want: DesiredFile, keepOriginal: boolean): Promise<void> {
-  await ctx.run(atomicWriteScript(want, keepOriginal, sha256(want.content)), `write ${want.path}`, { stdin: want.content });
-}
 
 export type PathKind = 'absent' | 'dir' | 'file' | `link:${string}` | 'other';
 

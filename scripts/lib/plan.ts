@@ -44,7 +44,7 @@ export interface Change {
    * things (pull, start, wait) says which of them failed and why. Undefined, or nothing returned:
    * "<host>: <label> failed (exit n)" with the script's last lines of stderr.
    */
-  failure?: (result: RunResult) => string | undefined;
+  failure?: (result: RunResult, memo: HostMemo) => string | undefined;
 }
 
 /** A reload or restart that changes arm and one change performs (Ansible's handlers). */

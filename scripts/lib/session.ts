@@ -3,7 +3,7 @@
 import type { Host } from './inventory.ts';
 import { Connection, RemoteError } from './ssh.ts';
 import { acquireRunLock } from './lock.ts';
-import { factsScript, gatherFacts, HostMemo, Readings, recordFacts, SkipStep, StepContext, pendingHandlers } from './step.ts';
+import { factsScript, gatherFacts, HostMemo, Readings, recordFacts, SkipStep, pendingHandlers } from './step.ts';
 import type { Fact, Step, StepResult } from './step.ts';
 import { changeScript, factValues, phaseFacts } from './plan.ts';
 import type { Change } from './plan.ts';
@@ -34,7 +34,8 @@ export interface Outcome {
 }
 
 export interface SessionOptions {
-  check: boolean;
+  /** --check: plan and show every change, apply none. */
+  dryRun: boolean;
   acceptNew: boolean;
   lockTimeout: number;
   script: string;
@@ -78,7 +79,7 @@ export class HostSession {
     return this.record('connect', async () => {
       const warming = Promise.all((first?.steps ?? []).map(s => s.warm?.()));
       this.conn = await Connection.open(this.host, { acceptNew: this.options.acceptNew });
-      if (!this.options.check) {
+      if (!this.options.dryRun) {
         const prefetch = first ? this.factsFor(first.steps, first.phase) : [];
         const lock = await acquireRunLock(this.conn, {
           waitSeconds: this.options.lockTimeout,
@@ -100,8 +101,8 @@ export class HostSession {
   /** Every fact run() reads for these steps: theirs, pending handlers, and the checks' probes. */
   factsFor(steps: Step[], phase: PhaseOptions = {}): Array<Fact<unknown>> {
     const host = phase.host ?? this.host;
-    const probes = phase.checks && !this.options.check ? probeFacts(phase.checks, host) : [];
-    return [pendingHandlers, ...steps.flatMap(s => [...(s.facts?.(host) ?? []), ...(s.phases ?? []).flatMap(p => phaseFacts(p, host))]), ...probes];
+    const probes = phase.checks && !this.options.dryRun ? probeFacts(phase.checks, host) : [];
+    return [pendingHandlers, ...steps.flatMap(s => [...(s.facts?.(host) ?? []), ...s.phases.flatMap(p => phaseFacts(p, host))]), ...probes];
   }
 
   /** Runs steps in order, stopping at the first failure. Facts for all of them are read at once. */
@@ -126,8 +127,7 @@ export class HostSession {
     let changed = false;
     for (const step of steps) {
       const outcome: Outcome = { changes: [], diffs: [] };
-      const work = step.phases ? () => this.applyPhases(step, host, conn, outcome) : () => step.run!(this.stepContext(step, host, conn, outcome));
-      const ok = await this.record(step.name, work, { outcome });
+      const ok = await this.record(step.name, () => this.applyPhases(step, host, conn, outcome), { outcome });
       if (!ok) return false;
       changed ||= outcome.changes.length > 0;
     }
@@ -162,29 +162,13 @@ export class HostSession {
     return !this.results.slice(before).some(r => r.status === 'failed');
   }
 
-  private stepContext(step: Step, host: Host, conn: Connection, outcome: Outcome): StepContext {
-    return new StepContext({
-      host,
-      conn,
-      check: this.options.check,
-      memo: this.memo,
-      cache: this.cache,
-      stepName: step.name,
-      outcome,
-      events: {
-        progress: (name, text) => this.options.reporter.progress(this.host.name, name, text),
-        warn: text => this.options.reporter.warn(this.host.name, text),
-      },
-    });
-  }
-
   /**
    * Plans each phase of a step from its facts and applies the changes (a dry run only lists
    * them). After a phase changed something, the facts of the phases after it are read again,
    * together, in one command. Returns what the step says when nothing needed doing.
    */
   private async applyPhases(step: Step, host: Host, conn: Connection, outcome: Outcome): Promise<string | void> {
-    const phases = step.phases!;
+    const { phases } = step;
     const progress = (text: string) => this.options.reporter.progress(this.host.name, step.name, text);
     let ok: string | undefined;
     for (const [i, phase] of phases.entries()) {
@@ -197,7 +181,7 @@ export class HostSession {
       } catch (error) {
         // A dry run plans later phases from the state before the changes it listed, which may
         // lack what those changes make (a cluster before PostgreSQL is installed): it stops there.
-        if (this.options.check && outcome.changes.length && !(error instanceof SkipStep)) return;
+        if (this.options.dryRun && outcome.changes.length && !(error instanceof SkipStep)) return;
         throw error;
       }
       for (const warning of phase.warnings?.(facts, host) ?? []) this.options.reporter.warn(this.host.name, warning);
@@ -205,11 +189,11 @@ export class HostSession {
         outcome.changes.push(change.label);
         // Masked here, once for every file: a diff of any file may show a secret the tool knows.
         if (change.diff) outcome.diffs.push(redact(change.diff));
-        if (this.options.check) continue;
+        if (this.options.dryRun) continue;
         progress(change.label);
         const script = changeScript(change);
         const result = script ? await conn.run(script, change.label, { stdin: change.stdin, onOutput: change.streams ? progress : undefined, allowFail: change.failure !== undefined }) : undefined;
-        if (result && result.code !== 0) throw new Error(change.failure?.(result) ?? new RemoteError(this.host.name, change.label, result).message);
+        if (result && result.code !== 0) throw new Error(change.failure?.(result, this.memo) ?? new RemoteError(this.host.name, change.label, result).message);
         if (change.sshProbe) await this.proveSsh(conn, host, change.sshProbe);
         const label = change.after?.(result?.stdout ?? '', this.memo);
         if (label) outcome.changes[outcome.changes.length - 1] = label;
@@ -242,7 +226,7 @@ export class HostSession {
       const reason = await work();
       const changes = opts.outcome?.changes ?? [];
       result = changes.length
-        ? { step: name, status: 'changed', detail: (this.options.check ? 'would: ' : '') + changes.join('; '), changes, diffs: opts.outcome?.diffs ?? [], seconds: 0 }
+        ? { step: name, status: 'changed', detail: (this.options.dryRun ? 'would: ' : '') + changes.join('; '), changes, diffs: opts.outcome?.diffs ?? [], seconds: 0 }
         : { step: name, status: 'ok', detail: reason ?? '', changes: [], diffs: [], seconds: 0 };
     } catch (error) {
       const e = error as Error;

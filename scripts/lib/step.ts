@@ -1,10 +1,7 @@
-// A step reads state (facts), compares it with what the inventory wants, and changes only what
-// differs. "changed" is derived from the changes it actually made, never claimed. Under --check
-// the same code runs with every apply skipped, so the plan and its diffs come for free.
+// Facts, and the one remote command that reads many of them; what a step is (its phases are in
+// plan.ts: facts in, changes out) and what it leaves for later steps of the same run (HostMemo).
 import type { Host } from './inventory.ts';
-import type { Connection, RunOptions, RunResult } from './ssh.ts';
-import { redact } from './redact.ts';
-import { sh } from './shell.ts';
+import type { Connection } from './ssh.ts';
 import type { Phase } from './plan.ts';
 
 export interface Fact<T> {
@@ -80,9 +77,7 @@ export interface Step {
    */
   warm?: () => Promise<unknown>;
   /** The step as data: facts in, changes out (plan.ts). The session applies the changes. */
-  phases?: Phase[];
-  /** Returns the reason nothing needed doing (used when it made no change). */
-  run?: (ctx: StepContext) => Promise<string | void>;
+  phases: Phase[];
 }
 
 export class SkipStep extends Error {}
@@ -124,95 +119,6 @@ export class HostMemo {
 
   set<T>(key: MemoKey<T>, value: T): void {
     this.values.set(key, value);
-  }
-}
-
-export interface HostEvents {
-  progress: (step: string, text: string) => void;
-  warn: (text: string) => void;
-}
-
-export class StepContext {
-  readonly host: Host;
-  readonly conn: Connection;
-  readonly check: boolean;
-  readonly memo: HostMemo;
-  readonly stepName: string;
-  readonly changes: string[];
-  readonly diffs: string[];
-  private readonly cache: Readings;
-  private readonly events: HostEvents;
-
-  constructor(opts: { host: Host; conn: Connection; check: boolean; memo: HostMemo; cache: Readings; events: HostEvents; stepName: string; outcome: { changes: string[]; diffs: string[] } }) {
-    this.changes = opts.outcome.changes;
-    this.diffs = opts.outcome.diffs;
-    this.host = opts.host;
-    this.conn = opts.conn;
-    this.check = opts.check;
-    this.memo = opts.memo;
-    this.cache = opts.cache;
-    this.events = opts.events;
-    this.stepName = opts.stepName;
-  }
-
-  async fact<T>(fact: Fact<T>): Promise<T> {
-    if (!this.cache.has(fact.key)) await gatherFacts(this.conn, [fact], this.cache);
-    return this.cache.get(fact) as T;
-  }
-
-  /** Reads several facts in one remote command (those not already cached). */
-  async facts(facts: Array<Fact<unknown>>): Promise<void> {
-    await gatherFacts(this.conn, facts.filter(f => !this.cache.has(f.key)), this.cache);
-  }
-
-  /**
-   * Records a change and, unless this is a dry run, applies it. Any applied change makes every
-   * cached fact stale: later readings go back to the host.
-   */
-  async change(what: string, apply: () => Promise<unknown>, diff?: string): Promise<void> {
-    this.changes.push(what);
-    // Masked here, once for every file: a diff of any file may show a secret the tool knows.
-    if (diff) this.diffs.push(redact(diff));
-    if (this.check) return;
-    this.progress(what);
-    await apply();
-    this.cache.clear();
-  }
-
-  run(script: string, what: string, opts?: RunOptions): Promise<RunResult> {
-    return this.conn.run(script, what, opts);
-  }
-
-  progress(text: string): void {
-    this.events.progress(this.stepName, text);
-  }
-
-  warn(text: string): void {
-    this.events.warn(text);
-  }
-
-  skip(reason: string): never {
-    throw new SkipStep(reason);
-  }
-
-  /**
-   * A reload or restart that a change needs is recorded on the host before the change is made,
-   * and cleared only once it succeeded, so a run that dies in between leaves it for the next run
-   * (Ansible's lost-handler bug, ansible#4766, cannot happen).
-   */
-  async markPending(handler: string): Promise<void> {
-    if (this.check) return;
-    await this.run(sh`mkdir -p ${STATE_DIR}/pending && touch ${`${STATE_DIR}/pending/${handler}`}`, `record pending ${handler}`);
-  }
-
-  async isPending(handler: string): Promise<boolean> {
-    return (await this.fact(pendingHandlers)).includes(handler);
-  }
-
-  /** Runs a pending handler (reload/restart) and clears its mark only after it succeeded. */
-  async runPending(handler: string, what: string, script: string): Promise<void> {
-    if (!(await this.isPending(handler))) return;
-    await this.change(what, () => this.run(`${script} && rm -f ${STATE_DIR}/pending/${handler}`, what));
   }
 }
 

@@ -1,7 +1,7 @@
 // Facts and commands about the droplet's operating system: packages, the init system, services.
 // Real droplets run systemd; the test fleet (and some containers) do not, so both are supported
 // by asking PID 1 at the moment a service is touched.
-import type { Fact, StepContext } from './step.ts';
+import type { Fact } from './step.ts';
 import type { Handler } from './plan.ts';
 import { STATE_DIR } from './step.ts';
 import { sh } from './shell.ts';
@@ -128,15 +128,4 @@ export function aptInstallScript(packages: string[]): string {
   ].join('\n');
 }
 
-/** Ensures packages are installed; returns whether anything was missing. */
-export async function ensurePackages(ctx: StepContext, packages: string[]): Promise<boolean> {
-  const { installed } = await ctx.fact(installedPackages);
-  const missing = packages.filter(p => !installed.has(p));
-  if (missing.length === 0) return false;
-  await ctx.change(`install ${missing.join(', ')}`, () => aptInstall(ctx, missing));
-  return true;
-}
 
-export function aptInstall(ctx: StepContext, packages: string[]): Promise<unknown> {
-  return ctx.run(aptInstallScript(packages), `apt-get install ${packages.join(' ')}`, { onOutput: chunk => ctx.progress(chunk) });
-}

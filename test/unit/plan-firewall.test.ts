@@ -126,7 +126,7 @@ async function runFirewall(check: boolean, ufw: UfwAvailability, refreshed: UfwA
   answer(ufwState, '');
   // After apt-get update, apt answers from the new lists.
   const { conn, scripts } = fakeHost(state, script => script.includes('apt_get update') && answer(ufwAvailability, refreshed));
-  const session = new HostSession({ ...host, postgres: { mode: 'external', user: 'convex' } }, { check, acceptNew: false, lockTimeout: 1, script: 'firewall', reporter: quiet });
+  const session = new HostSession({ ...host, postgres: { mode: 'external', user: 'convex' } }, { dryRun: check, acceptNew: false, lockTimeout: 1, script: 'firewall', reporter: quiet });
   session.conn = conn;
   assert.ok(await session.run([firewall]) || check, JSON.stringify(session.results));
   return { changes: session.results.find(r => r.step === 'firewall')!.changes, scripts };

@@ -5,8 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import type { RestoreFacts } from '../../scripts/lib/steps/restore.ts';
-import { planRestore, restoreRun, restoreSteps, restoreUsageProblem } from '../../scripts/lib/steps/restore.ts';
-import { renderBackupScript } from '../../scripts/lib/steps/backup.ts';
+import { planRestore, restoreRun, restoreUsageProblem } from '../../scripts/lib/steps/restore.ts';
+import { BACKUP_MADE, renderBackupScript } from '../../scripts/lib/steps/backup.ts';
+import { HostMemo } from '../../scripts/lib/step.ts';
 import { absent, file, testHost } from './fixtures.ts';
 
 const ID = '20261129T031700Z';
@@ -25,9 +26,10 @@ const RESTORE = [
   'restore database swarm_dev from 20261129T031700Z (one transaction, as convex)',
   "swap /mnt/v/{data,storage} for the backup's (the current ones kept in /mnt/v/.convex-ops-before-restore-20261202T101112Z until the backend is healthy)",
   'start the backend',
+  'wait until the backend is healthy, then remove the previous folders (/mnt/v/.convex-ops-before-restore-20261202T101112Z)',
 ];
 
-test('a good backup: safety backup, unpack, stop, database, swap, start', () => {
+test('a good backup: safety backup, unpack, stop, database, swap, start, healthy', () => {
   assert.deepEqual(labels(facts), RESTORE);
   assert.deepEqual(labels({ ...facts, script: absent }), ['create /usr/local/sbin/convex-ops-backup', ...RESTORE], 'the safety backup needs the script installed');
   const [safety, , stop, , , start] = planRestore(facts, testHost, run);
@@ -69,6 +71,11 @@ test('a swap that fails reports where the folders are, as read on the host', () 
   execFileSync('rm', ['-rf', aside]);
 });
 
-test('restore.ts runs the planned restore, then waits until the backend is healthy', () => {
-  assert.deepEqual(restoreSteps(ID).map(s => s.name), ['restore', 'restore-healthy']);
+test('a restore that ends unhealthy names the safety backup to go back with', () => {
+  const wait = planRestore(facts, testHost, run).at(-1)!;
+  const memo = new HostMemo();
+  const failed = { code: 1, stdout: '', stderr: '@@convex-ops-failure\nthe backend stays unhealthy\n' };
+  assert.match(wait.failure!(failed, memo)!, /^the backend stays unhealthy\nThe database and the folders are now those of 20261129T031700Z; the previous folders are kept in \/mnt\/v\/\.convex-ops-before-restore-20261202T101112Z\.$/);
+  memo.set(BACKUP_MADE, { id: '20261202T101100Z', path: '/opt/convex/backups/20261202T101100Z', bytes: 1, rotated: [] });
+  assert.match(wait.failure!(failed, memo)!, /To go back to the state before this restore: restore\.ts --backup 20261202T101100Z --yes \(the safety backup\)\.$/);
 });

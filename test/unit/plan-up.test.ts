@@ -10,6 +10,7 @@ import type { UpFacts } from '../../scripts/lib/steps/up.ts';
 import { composeInputsHash, planUp, scriptFailure, startContainersScript, waitHealthyScript } from '../../scripts/lib/steps/up.ts';
 import { absent, file, testHost } from './fixtures.ts';
 import { runWithFakes, syntaxErrors } from './fake-commands.ts';
+import { HostMemo } from '../../scripts/lib/step.ts';
 
 const labels = (changes: Array<{ label: string }>) => changes.map(c => c.label);
 
@@ -77,10 +78,10 @@ test('up: the compose command is the one the docker step found', () => {
 test('up: without compose, .env or Compose the start is listed (a dry run) and fails with the fix (a real run)', () => {
   const noFiles = planUp({ ...converged(), compose: absent }, testHost);
   assert.deepEqual(labels(noFiles), ['start containers (after compose and .env are written)']);
-  assert.equal(noFiles[0]!.failure!({ code: 1, stdout: '', stderr: '' }), '/opt/convex/docker-compose.yml or /opt/convex/.env is missing. Run scripts/secret.ts and scripts/compose.ts first.');
+  assert.equal(noFiles[0]!.failure!({ code: 1, stdout: '', stderr: '' }, new HostMemo()), '/opt/convex/docker-compose.yml or /opt/convex/.env is missing. Run scripts/secret.ts and scripts/compose.ts first.');
   const noCompose = planUp({ ...converged(), docker: { ...docker, compose: 'none' } }, testHost);
   assert.deepEqual(labels(noCompose), ['start containers (after Docker Compose is installed)']);
-  assert.equal(noCompose[0]!.failure!({ code: 1, stdout: '', stderr: '' }), 'Docker Compose is not installed. Run scripts/docker.ts first.');
+  assert.equal(noCompose[0]!.failure!({ code: 1, stdout: '', stderr: '' }, new HostMemo()), 'Docker Compose is not installed. Run scripts/docker.ts first.');
 });
 
 test('the start and wait scripts are valid sh', () => {

@@ -17,7 +17,7 @@ import { sh } from '../shell.ts';
 import { BACKUP_ID, BACKUP_MADE, BACKUP_SCRIPT, backupProblemFact, backupScriptInline, backupsDir, installBackupScript, makeBackup } from './backup.ts';
 import type { DockerState } from './docker.ts';
 import { dockerState, requireCompose } from './docker.ts';
-import { waitHealthy } from './up.ts';
+import { scriptFailure, waitHealthyScript } from './up.ts';
 
 /** The id given on the command line, checked before anything connects. */
 export function restoreUsageProblem(id: unknown): string | undefined {
@@ -131,37 +131,41 @@ export function planRestore(facts: RestoreFacts, host: Host, run: RestoreRun): C
       script: orRecover(inRoot('up', '-d'), compose, host, state(`The database and the folders are now those of ${id}; the previous folders are kept in ${aside}.`)),
       streams: true,
     },
+    healthyThenTidy(host, run),
   ];
 }
 
 /**
- * restore.ts's steps. The wait until the backend is healthy is up.ts's waitHealthy, which needs
- * a StepContext (until up.ts offers it as a remote script): the last step keeps that wait, and
- * removes the previous folders only once it passed.
+ * The last change of a restore: the backend healthy (up.ts's wait), and only then the previous
+ * folders removed. Its failure names the safety backup this run made, to go back with.
  */
-export function restoreSteps(id: string, now = new Date()): Step[] {
-  const planned: Step = {
-    name: 'restore',
-    phases: [
-      phase({
-        facts: (host: Host) => ({ problem: backupProblemFact(host, id), script: fileFact(BACKUP_SCRIPT), docker: dockerState }),
-        plan: (facts, host) => planRestore(facts, host, restoreRun(host, id, now)),
-      }),
-    ],
-  };
-  const healthy: Step = {
-    name: 'restore-healthy',
-    async run(ctx) {
-      const { aside } = restoreRun(ctx.host, id, now);
-      await ctx.change(`wait until the backend is healthy, then remove the previous folders (${aside})`, async () => {
-        await waitHealthy(ctx).catch((error: Error) => {
-          const safety = ctx.memo.get(BACKUP_MADE);
-          const undo = safety ? ` To go back to the state before this restore: restore.ts --backup ${safety.id} --yes (the safety backup).` : '';
-          throw new Error(`${error.message}\nThe database and the folders are now those of ${id}; the previous folders are kept in ${aside}.${undo}`);
-        });
-        await ctx.run(sh`rm -rf ${aside}`, 'remove previous folders');
-      });
+function healthyThenTidy(host: Host, run: RestoreRun): Change {
+  const { id, aside } = run;
+  return {
+    label: `wait until the backend is healthy, then remove the previous folders (${aside})`,
+    script: `( ${waitHealthyScript(host, { dashboard: true })}
+) || exit 1
+${sh`rm -rf ${aside}`}`,
+    streams: true,
+    failure: (result, memo) => {
+      const safety = memo.get(BACKUP_MADE);
+      const undo = safety ? ` To go back to the state before this restore: restore.ts --backup ${safety.id} --yes (the safety backup).` : '';
+      return `${scriptFailure(result) ?? 'the backend did not become healthy'}\nThe database and the folders are now those of ${id}; the previous folders are kept in ${aside}.${undo}`;
     },
   };
-  return [planned, healthy];
+}
+
+/** restore.ts's step: one plan from the facts, refused before anything changes when the backup is not good. */
+export function restoreSteps(id: string, now = new Date()): Step[] {
+  return [
+    {
+      name: 'restore',
+      phases: [
+        phase({
+          facts: (host: Host) => ({ problem: backupProblemFact(host, id), script: fileFact(BACKUP_SCRIPT), docker: dockerState }),
+          plan: (facts, host) => planRestore(facts, host, restoreRun(host, id, now)),
+        }),
+      ],
+    },
+  ];
 }

@@ -3,7 +3,7 @@
 // earlier install already has are kept — adopting the guide's manual install keeps its secret.
 import { randomBytes } from 'node:crypto';
 import type { Host } from '../inventory.ts';
-import type { Fact, Step, StepContext } from '../step.ts';
+import type { Fact, Step } from '../step.ts';
 import { fileFact, MANAGED_MARKER } from '../files.ts';
 import type { DesiredFile, FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
@@ -47,10 +47,6 @@ export function envOf(state: FileState): EnvValues {
   return state.kind === 'file' ? parseEnv(state.content) : new Map();
 }
 
-/** The .env's values, for steps that still read through a StepContext (postgres). */
-export async function readEnv(ctx: StepContext): Promise<EnvValues> {
-  return envOf(await ctx.fact(fileFact(envPath(ctx.host))));
-}
 
 const adoptedSecret = (host: Host): Fact<string | undefined> => ({
   key: `credentials-secret:${host.volume}`,

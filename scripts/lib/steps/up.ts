@@ -3,13 +3,12 @@
 // last successful start. Otherwise nothing is run and nothing restarts. The start is one remote
 // script: its pulls retry and its waits poll on the droplet, not from here.
 import type { Host } from '../inventory.ts';
-import type { Fact, Step, StepContext } from '../step.ts';
+import type { Fact, Step } from '../step.ts';
 import { STATE_DIR } from '../step.ts';
 import { fileFact, sha256 } from '../files.ts';
 import type { FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { phase } from '../plan.ts';
-import { RemoteError } from '../ssh.ts';
 import type { RunResult } from '../ssh.ts';
 import { sh } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
@@ -169,12 +168,6 @@ export function scriptFailure(result: Pick<RunResult, 'stderr'>): string | undef
   return at < 0 ? undefined : result.stderr.slice(at + FAILURE_MARK.length + 1).trim() || undefined;
 }
 
-/** Waits as the start does, for steps that run commands themselves (restore, until it is planned as data). */
-export async function waitHealthy(ctx: StepContext, { dashboard = true } = {}): Promise<void> {
-  const what = 'wait until the backend is healthy';
-  const result = await ctx.run(waitHealthyScript(ctx.host, { dashboard }), what, { allowFail: true, onOutput: c => ctx.progress(c) });
-  if (result.code !== 0) throw new Error(scriptFailure(result) ?? new RemoteError(ctx.host.name, what, result).message);
-}
 
 /**
  * A start that cannot be made yet because an earlier step's work is missing: a dry run lists it
