@@ -5,6 +5,7 @@ import type { Host } from './inventory.ts';
 import type { Fact, StepResult } from './step.ts';
 import { gatherFacts, Readings } from './step.ts';
 import type { Connection } from './ssh.ts';
+import type { Script } from './shell.ts';
 
 export interface Check {
   name: string;
@@ -18,7 +19,7 @@ export interface Check {
 export interface ProbeReading { output: string; code: number }
 
 /** The key of a probe's reading is its command: the same command is one reading. */
-function probeFact(command: string): Fact<ProbeReading> {
+function probeFact(command: Script): Fact<ProbeReading> {
   // Probes ask services (HTTP, TLS, the database, the engine) for their answers.
   return { key: `probe:${command}`, command, parse: (output, code) => ({ output, code }), waits: true };
 }

@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { dirname, basename } from 'node:path';
 import { createRequire } from 'node:module';
 import type { Fact } from './step.ts';
-import { quote, sh } from './shell.ts';
+import { lines, script, sh } from './shell.ts';
+import type { Script } from './shell.ts';
 
 /** The diff library, loaded for the first diff: a run that changes nothing never needs it. */
 function createTwoFilesPatch(oldName: string, newName: string, before: string, after: string, oldHeader: string, newHeader: string, options: { context: number }): string {
@@ -35,8 +36,7 @@ export function fileFact(path: string): Fact<FileState> {
   return {
     key: `file:${path}`,
     command:
-      `for t in ${quote(tempPrefix(path))}??????; do [ -f "$t" ] && printf 'stale %s\\n' "$t"; done; ` +
-      sh`if [ -f ${path} ] && [ ! -L ${path} ]; then stat -c 'file %a %U %G' ${path}; cat ${path}; elif [ -e ${path} ] || [ -L ${path} ]; then stat -c 'other %F' ${path}; else echo absent; fi`,
+      script`for t in ${sh`${tempPrefix(path)}`}??????; do [ -f "$t" ] && printf 'stale %s\\n' "$t"; done; ${sh`if [ -f ${path} ] && [ ! -L ${path} ]; then stat -c 'file %a %U %G' ${path}; cat ${path}; elif [ -e ${path} ] || [ -L ${path} ]; then stat -c 'other %F' ${path}; else echo absent; fi`}`,
     parse: out => {
       const stale: string[] = [];
       while (out.startsWith('stale ')) {
@@ -109,30 +109,30 @@ export function maskedEnvDiff(path: string, before: string, after: string): stri
  * `cat` cannot tell), gets its mode and owner, and is renamed over the live file. A killed or
  * failed write removes its temporary file; nothing else ever replaces the live one.
  */
-export function atomicWriteScript(want: { path: string; mode: string; owner?: string; group?: string }, keepOriginal: boolean, contentSha256?: string): string {
+export function atomicWriteScript(want: { path: string; mode: string; owner?: string; group?: string }, keepOriginal: boolean, contentSha256?: string): Script {
   const owner = want.owner ?? 'root';
   const group = want.group ?? owner;
   const dir = dirname(want.path);
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
   const original = `${want.path}.orig-convex-ops-${stamp}`;
-  return [
-    'set -e',
+  return lines(
+    sh`set -e`,
     sh`mkdir -p ${dir}`,
     sh`tmp=$(mktemp ${`${tempPrefix(want.path)}XXXXXX`})`,
-    `trap 'rm -f "$tmp"' EXIT`,
-    `trap 'exit 129' HUP INT TERM PIPE`,
-    'cat > "$tmp"',
+    sh`trap 'rm -f "$tmp"' EXIT`,
+    sh`trap 'exit 129' HUP INT TERM PIPE`,
+    sh`cat > "$tmp"`,
     contentSha256
       ? sh`[ "$(sha256sum < "$tmp")" = ${`${contentSha256}  -`} ] || { echo ${`the content of ${want.path} arrived incomplete; the live file was not touched`} >&2; exit 1; }`
-      : ':',
+      : sh`:`,
     sh`chmod ${want.mode} "$tmp"`,
     sh`chown ${`${owner}:${group}`} "$tmp"`,
     // The copy aside is 0600 whatever the original's mode (never readable for a moment either):
     // a foreign file may hold secrets, and nothing guards the copy as its reader guarded it.
-    keepOriginal ? sh`(umask 077 && cp --preserve=ownership,timestamps ${want.path} ${original} && chmod 600 ${original})` : ':',
+    keepOriginal ? sh`(umask 077 && cp --preserve=ownership,timestamps ${want.path} ${original} && chmod 600 ${original})` : sh`:`,
     sh`mv -f "$tmp" ${want.path}`,
-    'trap - EXIT',
-  ].join('\n');
+    sh`trap - EXIT`,
+  );
 }
 
 

@@ -3,7 +3,8 @@
 // the kernel drops the lock, so a dead run never blocks the next one.
 import { hostname, userInfo } from 'node:os';
 import type { Connection } from './ssh.ts';
-import { sh } from './shell.ts';
+import { lines, script, sh } from './shell.ts';
+import type { Script } from './shell.ts';
 import { STATE_DIR } from './step.ts';
 
 export class LockError extends Error {}
@@ -21,35 +22,35 @@ const READ_END = '@@convex-ops-read-end';
  * state a run starts from costs no round trip of its own, and is read only once nothing else
  * can change it).
  */
-export async function acquireRunLock(conn: Connection, opts: { waitSeconds: number; script: string; read?: string; onWait: (holder: string) => void }): Promise<RunLock> {
+export async function acquireRunLock(conn: Connection, opts: { waitSeconds: number; script: string; read?: Script; onWait: (holder: string) => void }): Promise<RunLock> {
   const time = new Date().toTimeString().slice(0, 5);
   const holder = `${userInfo().username}@${hostname()} since ${time} (${opts.script}, pid ${process.pid})`;
-  const script = [
+  const holdScript = lines(
     sh`mkdir -p ${STATE_DIR} && exec 9>>${`${STATE_DIR}/lock`}`,
     // The holder names itself just after it takes the lock, so until then the file still names
     // an earlier run: only a name whose shell (the pid first on the line) is alive is believed.
-    'if ! flock -n 9; then',
-    '  who=""',
-    `  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do`,
+    sh`if ! flock -n 9; then`,
+    sh`  who=""`,
+    sh`  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do`,
     sh`    if read -r pid rest 2>/dev/null <${`${STATE_DIR}/lock.holder`} && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then who=$rest; break; fi`,
-    '    sleep 0.1',
-    '  done',
-    '  echo "BUSY $who"',
+    sh`    sleep 0.1`,
+    sh`  done`,
+    sh`  echo "BUSY $who"`,
     sh`  flock -w ${opts.waitSeconds} 9 || { echo TIMEOUT; exit 75; }`,
-    'fi',
+    sh`fi`,
     // Renamed into place, so a waiting run never reads a half-written holder.
     sh`printf '%s %s\n' "$$" ${holder} > ${`${STATE_DIR}/.lock.holder.new`} && mv -f ${`${STATE_DIR}/.lock.holder.new`} ${`${STATE_DIR}/lock.holder`}`,
-    'echo LOCKED',
-    ...(opts.read ? [`( ${opts.read}
-) 2>/dev/null`, `echo "${READ_END} $?"`] : []),
-    'cat >/dev/null',
-  ].join('\n');
+    sh`echo LOCKED`,
+    ...(opts.read ? [script`( ${opts.read}
+) 2>/dev/null`, sh`echo "${READ_END} $?"`] : []),
+    sh`cat >/dev/null`,
+  );
   let busyWith = 'another run';
   return new Promise((resolve, reject) => {
     let settled = false;
     let read: string[] | undefined;
     conn
-      .hold(script, (line, stream) => {
+      .hold(holdScript, (line, stream) => {
         if (read) {
           if (stream === 'stderr') return;
           if (!line.startsWith(READ_END)) return void read.push(line);

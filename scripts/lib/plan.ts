@@ -11,12 +11,13 @@ import { MANAGED_MARKER, atomicWriteScript, maskedEnvDiff, sha256, unifiedDiff }
 import type { Packages } from './system.ts';
 import { aptInstallScript } from './system.ts';
 import { sh } from './shell.ts';
+import type { Script } from './shell.ts';
 
 export interface Change {
   /** What is done, as the output names it: "create role convex". */
   label: string;
   /** The POSIX sh script that makes the change, run as root on the host (none: local work only). */
-  script?: string;
+  script?: Script;
   stdin?: string;
   /** The diff of a file this change writes (masked before it is shown). */
   diff?: string;
@@ -51,7 +52,7 @@ export interface Change {
 export interface Handler {
   name: string;
   label: string;
-  script: string;
+  script: Script;
 }
 
 /** Facts a phase reads, by name: a fact, or a list of them. */

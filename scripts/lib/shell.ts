@@ -9,12 +9,36 @@ export function quote(value: string | number): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
+declare const scriptBrand: unique symbol;
+/**
+ * A POSIX sh command for a host: only sh`…` (every value quoted) and the helpers below make one,
+ * so a string that skipped quoting is not a Script and does not type-check where one is run.
+ */
+export type Script = string & { readonly [scriptBrand]: true };
+
 /** Tagged template: every interpolated value is quoted; arrays become several quoted words. */
-export function sh(strings: TemplateStringsArray, ...values: Array<string | number | Array<string | number>>): string {
+export function sh(strings: TemplateStringsArray, ...values: Array<string | number | Array<string | number>>): Script {
   let out = strings[0] ?? '';
   values.forEach((value, i) => {
     out += Array.isArray(value) ? value.map(quote).join(' ') : quote(value);
     out += strings[i + 1] ?? '';
   });
-  return out;
+  return out as Script;
+}
+
+/**
+ * Tagged template that puts Scripts together as they are, e.g. script`${start} && ${wait}`: its
+ * values are Scripts (already quoted) or numbers, never plain strings.
+ */
+export function script(strings: TemplateStringsArray, ...parts: Array<Script | number>): Script {
+  let out = strings[0] ?? '';
+  parts.forEach((part, i) => {
+    out += String(part) + (strings[i + 1] ?? '');
+  });
+  return out as Script;
+}
+
+/** Scripts one after another, one per line. */
+export function lines(...parts: Script[]): Script {
+  return parts.join('\n') as Script;
 }

@@ -10,6 +10,7 @@ import type { Endpoint, Host } from './inventory.ts';
 import { SshConfig } from './ssh-config.ts';
 import { HostKeyError, knownKeysFor, verifyHostKey } from './known-hosts.ts';
 import { quote } from './shell.ts';
+import type { Script } from './shell.ts';
 import { redact } from './redact.ts';
 
 export interface RunResult { code: number; stdout: string; stderr: string }
@@ -77,7 +78,7 @@ export class Connection {
     return this.host.user === 'root' ? `sh -c ${quote(body)}` : `sudo -n sh -c ${quote(body)}`;
   }
 
-  async run(script: string, what: string, opts: RunOptions = {}): Promise<RunResult> {
+  async run(script: Script, what: string, opts: RunOptions = {}): Promise<RunResult> {
     this.commands++;
     let result: RunResult;
     try {
@@ -103,7 +104,7 @@ export class Connection {
    * Starts a command whose stdin stays open until release() is called or the connection drops.
    * Used for the run lock: the remote side holds the lock exactly as long as this channel lives.
    */
-  async hold(script: string, onLine: (line: string, stream: 'stdout' | 'stderr') => void): Promise<{ release: () => void; exited: Promise<number> }> {
+  async hold(script: Script, onLine: (line: string, stream: 'stdout' | 'stderr') => void): Promise<{ release: () => void; exited: Promise<number> }> {
     this.commands++;
     const client = this.ssh.connection;
     if (!client) throw new ConnectionError(`${this.host.name}: not connected`);

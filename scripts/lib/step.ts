@@ -3,6 +3,8 @@
 import type { Host } from './inventory.ts';
 import type { Connection } from './ssh.ts';
 import type { Phase } from './plan.ts';
+import { lines, script, sh } from './shell.ts';
+import type { Script } from './shell.ts';
 
 export interface Fact<T> {
   /**
@@ -11,7 +13,7 @@ export interface Fact<T> {
    */
   key: string;
   /** A POSIX sh snippet, run as root; its stdout is parsed. Its stderr is discarded. */
-  command: string;
+  command: Script;
   parse: (stdout: string, exitCode: number) => T;
   /**
    * The command waits on a service or the network (HTTP, DNS, the database) rather than reading
@@ -124,7 +126,7 @@ export class HostMemo {
 
 export const pendingHandlers: Fact<string[]> = {
   key: 'pending-handlers',
-  command: `ls -1 ${STATE_DIR}/pending 2>/dev/null`,
+  command: sh`ls -1 ${`${STATE_DIR}/pending`} 2>/dev/null`,
   parse: out => out.split('\n').filter(Boolean),
 };
 
@@ -144,18 +146,18 @@ function uniqueFacts(facts: Array<Fact<unknown>>): Array<Fact<unknown>> {
  * for a small droplet's CPUs cost more than they overlap). Facts that wait run each in a job of
  * their own, beside that one. Each job writes its own temporary file; one `cat` prints them all.
  */
-export function factsScript(facts: Array<Fact<unknown>>): string {
-  const section = (f: Fact<unknown>, i: number) => `printf '%s\\n' '${BEGIN} ${i}'; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' '${END} ${i}' "$?"`;
+export function factsScript(facts: Array<Fact<unknown>>): Script {
+  const section = (f: Fact<unknown>, i: number) => script`printf '%s\\n' ${sh`${`${BEGIN} ${i}`}`}; ( ${f.command}\n) 2>/dev/null; printf '\\n%s %s\\n' ${sh`${`${END} ${i}`}`} "$?"`;
   const indexed = uniqueFacts(facts).map((f, i) => ({ f, i }));
   const local = indexed.filter(({ f }) => !f.waits);
   const jobs = [...(local.length ? [local] : []), ...indexed.filter(({ f }) => f.waits).map(x => [x])];
-  return [
-    'd=$(mktemp -d) || exit 1',
-    `trap 'rm -rf "$d"' EXIT`,
-    ...jobs.map((job, j) => `{\n${job.map(({ f, i }) => section(f, i)).join('\n')}\n} >"$d/${String(j).padStart(4, '0')}" &`),
-    'wait',
-    'cat "$d"/*',
-  ].join('\n');
+  return lines(
+    sh`d=$(mktemp -d) || exit 1`,
+    sh`trap 'rm -rf "$d"' EXIT`,
+    ...jobs.map((job, j) => script`{\n${lines(...job.map(({ f, i }) => section(f, i)))}\n} >"$d/${sh`${String(j).padStart(4, '0')}`}" &`),
+    sh`wait`,
+    sh`cat "$d"/*`,
+  );
 }
 
 /** Records what factsScript(facts) printed, one reading per fact. */

@@ -4,7 +4,8 @@
 import type { Fact } from './step.ts';
 import type { Handler } from './plan.ts';
 import { STATE_DIR } from './step.ts';
-import { sh } from './shell.ts';
+import { lines, script, sh } from './shell.ts';
+import type { Script } from './shell.ts';
 
 /** Every package any step may ask about, read in one dpkg query. */
 const KNOWN_PACKAGES = [
@@ -35,20 +36,20 @@ export const installedPackages: Fact<Packages> = {
 
 export const initSystem: Fact<'systemd' | 'other'> = {
   key: 'init',
-  command: 'cat /proc/1/comm',
+  command: sh`cat /proc/1/comm`,
   parse: out => (out.trim() === 'systemd' ? 'systemd' : 'other'),
 };
 
 /** The pending handler of a changed unit file or drop-in: `systemctl daemon-reload`. */
 export const SYSTEMD_RELOAD = 'systemd-daemon-reload';
 
-export const systemdReload: Handler = { name: SYSTEMD_RELOAD, label: 'reload systemd units', script: 'systemctl daemon-reload' };
+export const systemdReload: Handler = { name: SYSTEMD_RELOAD, label: 'reload systemd units', script: sh`systemctl daemon-reload` };
 
 /** A shell snippet that starts/restarts/reloads a service under systemd or SysV `service`. */
-export function serviceScript(service: string, action: 'start' | 'restart' | 'reload' | 'enable-start'): string {
+export function serviceScript(service: string, action: 'start' | 'restart' | 'reload' | 'enable-start'): Script {
   const systemd = action === 'enable-start' ? sh`systemctl enable --now ${service}` : sh`systemctl ${action} ${service}`;
   const sysv = sh`service ${service} ${action === 'enable-start' ? 'start' : action}`;
-  return `if [ "$(cat /proc/1/comm)" = systemd ]; then ${systemd}; else ${sysv}; fi`;
+  return script`if [ "$(cat /proc/1/comm)" = systemd ]; then ${systemd}; else ${sysv}; fi`;
 }
 
 /**
@@ -56,15 +57,15 @@ export function serviceScript(service: string, action: 'start' | 'restart' | 're
  * about `seconds` they print `timeout` on stderr and exit 1. They end the shell they run in, so a
  * caller that goes on afterwards runs them in a subshell.
  */
-export function exitWhen(condition: string, seconds: number, timeout: string): string {
-  return [
-    `for i in $(seq ${seconds * 10}); do`,
-    `  if ${condition}; then exit 0; fi`,
-    '  sleep 0.1',
-    'done',
+export function exitWhen(condition: Script, seconds: number, timeout: string): Script {
+  return lines(
+    script`for i in $(seq ${seconds * 10}); do`,
+    script`  if ${condition}; then exit 0; fi`,
+    sh`  sleep 0.1`,
+    sh`done`,
     sh`echo ${timeout} >&2`,
-    'exit 1',
-  ].join('\n');
+    sh`exit 1`,
+  );
 }
 
 /** apt's lists are refreshed before an install unless a refresh of ours is this recent (Ansible's cache_valid_time). */
@@ -78,29 +79,29 @@ const APT_UPDATED_STAMP = `${STATE_DIR}/apt-updated`;
  * minutes. A dpkg run that a killed run interrupted is finished first (dpkg --configure -a).
  * A real failure prints apt's message and fails at once.
  */
-const APT_RETRYING = [
-  `apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`,
-  'retrying() {',
-  '  err=$(mktemp) waited=0 delay=2 configured=',
-  '  while :; do',
-  '    if "$@" 2>"$err"; then rm -f "$err"; return 0; fi',
-  `    if [ -z "$configured" ] && grep -q 'dpkg was interrupted' "$err"; then`,
-  `      echo 'finishing an interrupted dpkg run (dpkg --configure -a)'; configured=1`,
-  '      dpkg --force-confdef --force-confold --configure -a && continue',
-  `    elif [ "$waited" -lt 300 ] && grep -Eq 'Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch|Could not get lock|Unable to lock|locked by another process' "$err"; then`,
-  `      echo "$1 $2: apt is busy or the mirror did not answer; retrying in $delay s ($waited s so far)"`,
-  '      sleep "$delay"; waited=$((waited + delay)); delay=$((delay < 5 ? delay * 2 : 10)); continue',
-  '    fi',
-  `    cat "$err" >&2; rm -f "$err"; return 1`,
-  '  done',
-  '}',
-].join('\n');
+const APT_RETRYING = lines(
+  sh`apt_get() { apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"; }`,
+  sh`retrying() {`,
+  sh`  err=$(mktemp) waited=0 delay=2 configured=`,
+  sh`  while :; do`,
+  sh`    if "$@" 2>"$err"; then rm -f "$err"; return 0; fi`,
+  sh`    if [ -z "$configured" ] && grep -q 'dpkg was interrupted' "$err"; then`,
+  sh`      echo 'finishing an interrupted dpkg run (dpkg --configure -a)'; configured=1`,
+  sh`      dpkg --force-confdef --force-confold --configure -a && continue`,
+  sh`    elif [ "$waited" -lt 300 ] && grep -Eq 'Temporary failure resolving|Failed to fetch|Could not connect|Connection timed out|Unable to connect|Hash Sum mismatch|Could not get lock|Unable to lock|locked by another process' "$err"; then`,
+  sh`      echo "$1 $2: apt is busy or the mirror did not answer; retrying in $delay s ($waited s so far)"`,
+  sh`      sleep "$delay"; waited=$((waited + delay)); delay=$((delay < 5 ? delay * 2 : 10)); continue`,
+  sh`    fi`,
+  sh`    cat "$err" >&2; rm -f "$err"; return 1`,
+  sh`  done`,
+  sh`}`,
+);
 
-const APT_UPDATE = ['retrying apt_get update', sh`mkdir -p ${STATE_DIR} && touch ${APT_UPDATED_STAMP}`].join('\n');
+const APT_UPDATE = lines(sh`retrying apt_get update`, sh`mkdir -p ${STATE_DIR} && touch ${APT_UPDATED_STAMP}`);
 
 /** Refreshes apt's package lists (retrying as APT_RETRYING says). */
-export function aptUpdateScript(): string {
-  return ['set -e', APT_RETRYING, APT_UPDATE].join('\n');
+export function aptUpdateScript(): Script {
+  return lines(sh`set -e`, APT_RETRYING, APT_UPDATE);
 }
 
 /**
@@ -108,24 +109,24 @@ export function aptUpdateScript(): string {
  * first of those the distribution has. The dpkg lock is waited for by apt itself; see
  * APT_RETRYING for the rest.
  */
-export function aptInstallScript(packages: string[]): string {
-  return [
-    'set -e',
+export function aptInstallScript(packages: string[]): Script {
+  return lines(
+    sh`set -e`,
     APT_RETRYING,
     sh`if [ -z "$(find ${APT_UPDATED_STAMP} -mmin ${`-${APT_LISTS_VALID_MINUTES}`} 2>/dev/null)" ]; then`,
     APT_UPDATE,
-    'fi',
-    'wanted=""',
-    `for entry in ${sh`${packages}`}; do`,
-    '  pick=""',
-    `  for p in $(echo "$entry" | tr '|' ' '); do`,
-    `    if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then pick=$p; break; fi`,
-    '  done',
-    `  [ -n "$pick" ] || { echo "no package among $entry is available from apt on this host" >&2; exit 100; }`,
-    '  wanted="$wanted $pick"',
-    'done',
-    'retrying apt_get install --no-install-recommends $wanted',
-  ].join('\n');
+    sh`fi`,
+    sh`wanted=""`,
+    sh`for entry in ${packages}; do`,
+    sh`  pick=""`,
+    sh`  for p in $(echo "$entry" | tr '|' ' '); do`,
+    sh`    if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then pick=$p; break; fi`,
+    sh`  done`,
+    sh`  [ -n "$pick" ] || { echo "no package among $entry is available from apt on this host" >&2; exit 100; }`,
+    sh`  wanted="$wanted $pick"`,
+    sh`done`,
+    sh`retrying apt_get install --no-install-recommends $wanted`,
+  );
 }
 
 
