@@ -1,4 +1,5 @@
 import type { Check } from '../scripts/lib/check.ts';
+import { sh } from '../scripts/lib/shell.ts';
 
 const PORTS = [3210, 3211, 6791];
 
@@ -10,7 +11,7 @@ const PORTS = [3210, 3211, 6791];
 export const backendPortsLocal: Check = {
   name: 'backend-ports-local',
   appliesTo: host => Boolean(host.domains) || host.firewall,
-  probe: () => `ss -ltnH | awk '{print "listen " $4}'; iptables -t nat -S DOCKER 2>/dev/null | grep -E -- '--dport (${PORTS.join('|')})( |$)' | sed 's/^/nat /'; true`,
+  probe: () => sh`ss -ltnH | awk '{print "listen " $4}'; iptables -t nat -S DOCKER 2>/dev/null | grep -E -- ${`--dport (${PORTS.join('|')})( |$)`} | sed 's/^/nat /'; true`,
   verdict: out => {
     const exposed: string[] = [];
     for (const line of out.split('\n')) {

@@ -5,7 +5,8 @@
 // CLI process costs several curls). Each check judges its own part.
 import type { Host } from '../scripts/lib/inventory.ts';
 import { engineRead, parseEngine } from '../scripts/lib/docker-api.ts';
-import { sh } from '../scripts/lib/shell.ts';
+import type { Script } from '../scripts/lib/shell.ts';
+import { lines, script, sh } from '../scripts/lib/shell.ts';
 import { CONTAINERS } from '../scripts/lib/steps/docker.ts';
 
 export const BACKEND_VERSION_URL = 'http://127.0.0.1:3210/version';
@@ -19,24 +20,24 @@ END { print "connected " connected + 0 }`;
 /** Docker's multiplexed log stream (a container without a TTY) to plain text. */
 export const DEMUX = 'binmode STDIN; binmode STDOUT; while (read(STDIN, $h, 8) == 8) { read(STDIN, $b, unpack("x4 N", $h)); print $b }';
 
-export function backendProbe(host: Host): string {
+export function backendProbe(host: Host): Script {
   const objects = [
     { kind: 'container' as const, name: CONTAINERS.backend },
     { kind: 'container' as const, name: CONTAINERS.dashboard },
     { kind: 'image' as const, name: host.backend_image },
     { kind: 'image' as const, name: host.dashboard_image },
   ];
-  return [
-    `engine=$(${engineRead(objects)})`,
-    `printf '%s\\n' "$engine"`,
+  return lines(
+    script`engine=$(${engineRead(objects)})`,
+    sh`printf '%s\\n' "$engine"`,
     sh`curl -s -o /dev/null -o /dev/null --max-time 5 -w 'http %{url_effective} %{http_code}\n' ${BACKEND_VERSION_URL} ${DASHBOARD_URL}`,
     // The backend's document comes first: its StartedAt is the start the logs are read from.
-    `started=$(printf '%s\\n' "$engine" | sed -n '/"StartedAt"/{s/.*"StartedAt": *"\\([^"]*\\)".*/\\1/p;q;}')`,
+    sh`started=$(printf '%s\\n' "$engine" | sed -n '/"StartedAt"/{s/.*"StartedAt": *"\\([^"]*\\)".*/\\1/p;q;}')`,
     // The engine's log endpoint, as `docker logs` reads it, without starting the CLI: stdout and
     // stderr frames in order, each behind an 8-byte header (stream, size) that perl strips.
-    `since=$(date -d "$started" +%s.%N 2>/dev/null || echo 0)`,
+    sh`since=$(date -d "$started" +%s.%N 2>/dev/null || echo 0)`,
     sh`curl -sf --max-time 20 --unix-socket /var/run/docker.sock ${`http://docker/containers/${CONTAINERS.backend}/logs?stdout=1&stderr=1&since=`}"$since" | perl -e ${DEMUX} | awk ${LOG_SUMMARY}`,
-  ].join('\n');
+  );
 }
 
 export interface BackendReading {

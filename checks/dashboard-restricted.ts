@@ -1,5 +1,5 @@
 import type { Check } from '../scripts/lib/check.ts';
-import { sh } from '../scripts/lib/shell.ts';
+import { script, sh } from '../scripts/lib/shell.ts';
 import { trustedCa } from '../scripts/lib/facts/certificate.ts';
 import { cidrContains } from '../scripts/lib/facts/cidr.ts';
 
@@ -13,8 +13,8 @@ export const dashboardRestricted: Check = {
   name: 'dashboard-restricted',
   appliesTo: host => Boolean(host.domains),
   probe: host =>
-    `for ip in $(hostname -I); do case "$ip" in *:*) at="[$ip]" ;; *) at="$ip" ;; esac; ` +
-    sh`printf '%s %s\\n' "$ip" "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert ${trustedCa(host)} --resolve "${host.domains!.dashboard}:443:$at" ${`https://${host.domains!.dashboard}/`})"; done`,
+    script`${sh`for ip in $(hostname -I); do case "$ip" in *:*) at="[$ip]" ;; *) at="$ip" ;; esac; `}${
+      sh`printf '%s %s\\n' "$ip" "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert ${trustedCa(host)} --resolve "${host.domains!.dashboard}:443:$at" ${`https://${host.domains!.dashboard}/`})"; done`}`,
   verdict: (out, _code, host) => {
     const answered: string[] = [];
     for (const line of out.split('\n').filter(Boolean)) {

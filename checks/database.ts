@@ -1,7 +1,7 @@
 import type { Check } from '../scripts/lib/check.ts';
 import { databaseName } from '../scripts/lib/inventory.ts';
 import type { Host } from '../scripts/lib/inventory.ts';
-import { sh } from '../scripts/lib/shell.ts';
+import { script, sh } from '../scripts/lib/shell.ts';
 import { clusterPsql, NEWEST_CLUSTER } from '../scripts/lib/steps/postgres.ts';
 import { externalConninfo, withEnvPassword } from '../scripts/lib/steps/postgres-external.ts';
 
@@ -13,7 +13,7 @@ const externalProbe = (host: Host) => withEnvPassword(host, sh`psql -XAtq ${exte
 /** The instance's database exists and holds the backend's tables. */
 export const database: Check = {
   name: 'database',
-  probe: host => (host.postgres.mode === 'local' ? `${NEWEST_CLUSTER}; ${clusterPsql(sh`-XAtq -d ${databaseName(host)} -c ${query}`)}` : externalProbe(host)),
+  probe: host => (host.postgres.mode === 'local' ? script`${NEWEST_CLUSTER}; ${clusterPsql(sh`-XAtq -d ${databaseName(host)} -c ${query}`)}` : externalProbe(host)),
   verdict: (out, code, host) => {
     if (code !== 0) return `cannot query database ${databaseName(host)}`;
     const missing = TABLES.filter(t => !out.split('\n').includes(t));

@@ -1,5 +1,5 @@
 import type { Check } from '../scripts/lib/check.ts';
-import { sh } from '../scripts/lib/shell.ts';
+import { script, sh } from '../scripts/lib/shell.ts';
 import { domainList } from '../scripts/lib/facts/dns.ts';
 import { trustedCa } from '../scripts/lib/facts/certificate.ts';
 
@@ -12,8 +12,8 @@ export const httpsChain: Check = {
   name: 'https-chain',
   appliesTo: host => Boolean(host.domains),
   probe: host =>
-    sh`for d in ${domainList(host)}; do out=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert ${trustedCa(host)} --resolve "$d:443:127.0.0.1" "https://$d/" 2>&1); ` +
-    `rc=$?; printf '%s %s %s\\n' "$d" "$rc" "$(printf '%s' "$out" | tr '\\n' ' ')"; done`,
+    script`${sh`for d in ${domainList(host)}; do out=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert ${trustedCa(host)} --resolve "$d:443:127.0.0.1" "https://$d/" 2>&1); `}${
+      sh`rc=$?; printf '%s %s %s\\n' "$d" "$rc" "$(printf '%s' "$out" | tr '\\n' ' ')"; done`}`,
   verdict: (out, _code, host) => {
     const problems: string[] = [];
     for (const domain of domainList(host)) {

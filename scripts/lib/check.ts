@@ -10,7 +10,7 @@ import type { Script } from './shell.ts';
 export interface Check {
   name: string;
   appliesTo?: (host: Host) => boolean;
-  probe: (host: Host) => string;
+  probe: (host: Host) => Script;
   /** Returns the failure, or undefined when the condition holds. */
   verdict: (output: string, exitCode: number, host: Host) => string | undefined;
 }

@@ -4,7 +4,8 @@
 // ask the API itself with one curl for several objects. The answers are the same documents
 // `docker inspect` prints (the CLI is a client of this API). Where curl is missing (a bare
 // droplet before the docker step installs it), the docker CLI prints them instead.
-import { quote } from './shell.ts';
+import type { Script } from './shell.ts';
+import { script, sh } from './shell.ts';
 
 export type EngineObject =
   | { kind: 'version' }
@@ -28,16 +29,16 @@ function path(object: EngineObject): string {
   }
 }
 
-function cli(object: EngineObject): string {
+function cli(object: EngineObject): Script {
   switch (object.kind) {
     case 'version':
-      return `docker version --format '{{json .}}'`;
+      return sh`docker version --format '{{json .}}'`;
     case 'container':
-      return `docker inspect --type container ${quote(object.name)}`;
+      return sh`docker inspect --type container ${object.name}`;
     case 'image':
-      return `docker image inspect ${quote(object.name)}`;
+      return sh`docker image inspect ${object.name}`;
     case 'network':
-      return `docker network inspect ${quote(object.name)}`;
+      return sh`docker network inspect ${object.name}`;
   }
 }
 
@@ -46,14 +47,15 @@ function cli(object: EngineObject): string {
  * when it exists, 404 when it does not, 000 when the engine does not answer. Its output goes to
  * parseEngine.
  */
-export function engineRead(objects: EngineObject[]): string {
-  const urls = objects.map(o => quote(`http://docker${path(o)}`)).join(' ');
-  const viaCli = objects.map(o => `if out=$(${cli(o)} 2>/dev/null); then printf '%s\\n${MARK} 200\\n' "$out"; else echo; echo '${MARK} 404'; fi`).join('; ');
-  return (
-    `if command -v curl >/dev/null 2>&1; then curl -s --max-time 20 --unix-socket ${SOCKET} -w '\\n${MARK} %{http_code}\\n' ${urls}; ` +
-    `elif command -v docker >/dev/null 2>&1 && docker version >/dev/null 2>&1; then ${viaCli}; ` +
-    `else for u in ${urls}; do echo; echo '${MARK} 000'; done; fi`
-  );
+export function engineRead(objects: EngineObject[]): Script {
+  const urls = objects.map(o => `http://docker${path(o)}`);
+  const found = sh`then printf '%s\\n${MARK} 200\\n' "$out"; else echo; echo '${MARK} 404'; fi`;
+  const viaCli = objects
+    .map(o => script`if out=$(${cli(o)} 2>/dev/null); ${found}`)
+    .reduce<Script>((done, next, i) => (i === 0 ? next : script`${done}; ${next}`), sh``);
+  const viaCurl = sh`if command -v curl >/dev/null 2>&1; then curl -s --max-time 20 --unix-socket ${SOCKET} -w '\\n${MARK} %{http_code}\\n' ${urls}; `;
+  const none = sh`else for u in ${urls}; do echo; echo '${MARK} 000'; done; fi`;
+  return script`${viaCurl}elif command -v docker >/dev/null 2>&1 && docker version >/dev/null 2>&1; then ${viaCli}; ${none}`;
 }
 
 export interface EngineAnswer {

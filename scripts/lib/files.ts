@@ -32,11 +32,18 @@ export type FileState = (
 /** The name prefix of the temporary files a write of `path` makes: hidden, beside it. */
 export const tempPrefix = (path: string) => `${dirname(path)}/.${basename(path)}.convex-ops.`;
 
+/**
+ * What fileFact runs, for a path given as a Script: a path that only the host can complete (a
+ * shell variable in it) reads the same way. `temp` is the path's tempPrefix.
+ */
+export function readFileScript(path: Script, temp: Script): Script {
+  return script`for t in ${temp}??????; do [ -f "$t" ] && printf 'stale %s\\n' "$t"; done; if [ -f ${path} ] && [ ! -L ${path} ]; then stat -c 'file %a %U %G' ${path}; cat ${path}; elif [ -e ${path} ] || [ -L ${path} ]; then stat -c 'other %F' ${path}; else echo absent; fi`;
+}
+
 export function fileFact(path: string): Fact<FileState> {
   return {
     key: `file:${path}`,
-    command:
-      script`for t in ${sh`${tempPrefix(path)}`}??????; do [ -f "$t" ] && printf 'stale %s\\n' "$t"; done; ${sh`if [ -f ${path} ] && [ ! -L ${path} ]; then stat -c 'file %a %U %G' ${path}; cat ${path}; elif [ -e ${path} ] || [ -L ${path} ]; then stat -c 'other %F' ${path}; else echo absent; fi`}`,
+    command: readFileScript(sh`${path}`, sh`${tempPrefix(path)}`),
     parse: out => {
       const stale: string[] = [];
       while (out.startsWith('stale ')) {

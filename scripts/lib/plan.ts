@@ -10,7 +10,7 @@ import type { FileState, DesiredFile } from './files.ts';
 import { MANAGED_MARKER, atomicWriteScript, maskedEnvDiff, sha256, unifiedDiff } from './files.ts';
 import type { Packages } from './system.ts';
 import { aptInstallScript } from './system.ts';
-import { sh } from './shell.ts';
+import { lines, script, sh } from './shell.ts';
 import type { Script } from './shell.ts';
 
 export interface Change {
@@ -33,7 +33,7 @@ export interface Change {
    * stay allowed) and the change fails with `failure(why)`; if one can, `proven` runs, so what it
    * records is only ever recorded after the proof.
    */
-  sshProbe?: { undo: string; proven?: string; failure: (why: string) => string };
+  sshProbe?: { undo: Script; proven?: Script; failure: (why: string) => string };
   /**
    * Work on this machine once the script succeeded (e.g. the admin key written to .secrets/),
    * given the script's stdout; what it returns, if anything, replaces the label in the output.
@@ -109,16 +109,16 @@ export const pendingMark = (handler: string) => `${STATE_DIR}/pending/${handler}
  * before the change (so a run that dies in between leaves it for the next run: Ansible's
  * lost-handler bug, ansible#4766, cannot happen), and cleared only after the handler succeeded.
  */
-export function changeScript(change: Change): string | undefined {
+export function changeScript(change: Change): Script | undefined {
   if (change.script === undefined) return undefined;
   // The script runs as a statement of its own, never left of && or ||, where sh would ignore a
   // `set -e` inside it.
-  return [
+  return lines(
     ...(change.arms ? [sh`mkdir -p ${`${STATE_DIR}/pending`} && touch ${pendingMark(change.arms)} || exit 1`] : []),
-    `( ${change.script}
+    script`( ${change.script}
 )`,
-    ...(change.clears ? ['rc=$?', sh`[ "$rc" -ne 0 ] || rm -f ${pendingMark(change.clears)}`, 'exit "$rc"'] : []),
-  ].join('\n');
+    ...(change.clears ? [sh`rc=$?`, sh`[ "$rc" -ne 0 ] || rm -f ${pendingMark(change.clears)}`, sh`exit "$rc"`] : []),
+  );
 }
 
 /**

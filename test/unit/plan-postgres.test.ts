@@ -11,6 +11,7 @@ import type { Host } from '../../scripts/lib/inventory.ts';
 import type { Change } from '../../scripts/lib/plan.ts';
 import { changeScript } from '../../scripts/lib/plan.ts';
 import { SkipStep } from '../../scripts/lib/step.ts';
+import { sh } from '../../scripts/lib/shell.ts';
 import type { FileState } from '../../scripts/lib/files.ts';
 import { MANAGED_MARKER } from '../../scripts/lib/files.ts';
 import type { ClusterState, ConfigurationFacts } from '../../scripts/lib/steps/postgres.ts';
@@ -207,6 +208,6 @@ test('postgres external: the probe is a fact that waits, and takes the password 
   // The shell side, run here: PGPASSWORD is the password .env's POSTGRES_URL holds, percent-decoded.
   const root = mkdtempSync(join(tmpdir(), 'cxo-env-'));
   writeFileSync(join(root, '.env'), renderEnv(new Map([['POSTGRES_URL', postgresUrl(external, EXTERNAL_PASSWORD)]])));
-  const printed = execFileSync('sh', ['-c', withEnvPassword({ ...external, root }, 'printenv PGPASSWORD')], { encoding: 'utf8' });
+  const printed = execFileSync('sh', ['-c', withEnvPassword({ ...external, root }, sh`printenv PGPASSWORD`)], { encoding: 'utf8' });
   assert.equal(printed, EXTERNAL_PASSWORD + '\n');
 });

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { changeScript, fileChanges, packageChanges, withHandler } from '../../scripts/lib/plan.ts';
 import type { Handler } from '../../scripts/lib/plan.ts';
+import { sh } from '../../scripts/lib/shell.ts';
+import type { Script } from '../../scripts/lib/shell.ts';
 import { planDirectories } from '../../scripts/lib/steps/directories.ts';
 import { compose, renderCompose } from '../../scripts/lib/steps/compose.ts';
 import { MANAGED_MARKER } from '../../scripts/lib/files.ts';
@@ -33,10 +35,10 @@ test('a written file carries its content on stdin, its diff, and arms the handle
 });
 
 test('a handler runs after the changes that arm it, or when an earlier run left it pending', () => {
-  const reload: Handler = { name: 'x-reload', label: 'reload x', script: 'x reload' };
+  const reload: Handler = { name: 'x-reload', label: 'reload x', script: sh`x reload` };
   assert.deepEqual(withHandler([], reload, []), []);
   assert.deepEqual(labels(withHandler([], reload, ['x-reload'])), ['reload x']);
-  const armed = withHandler([{ label: 'update x.conf', script: ':', arms: 'x-reload' }], reload, []);
+  const armed = withHandler([{ label: 'update x.conf', script: sh`:`, arms: 'x-reload' }], reload, []);
   assert.deepEqual(labels(armed), ['update x.conf', 'reload x']);
   assert.match(changeScript(armed[0]!)!, /^mkdir -p \/var\/lib\/convex-ops\/pending && touch \/var\/lib\/convex-ops\/pending\/x-reload \|\| exit 1\n\(/);
   assert.match(changeScript(armed[1]!)!, /\nrc=\$\?\n\[ "\$rc" -ne 0 \] \|\| rm -f \/var\/lib\/convex-ops\/pending\/x-reload\nexit "\$rc"$/);
@@ -74,13 +76,22 @@ test('a change script keeps set -e working and clears its handler only on succes
   const { spawnSync } = await import('node:child_process');
   const { mkdtempSync, existsSync, writeFileSync, mkdirSync } = await import('node:fs');
   const dir = mkdtempSync('/tmp/plan-test-');
-  const run = (script: string) => spawnSync('sh', ['-c', changeScript({ label: 'x', script, clears: 'h' })!.replaceAll('/var/lib/convex-ops', dir)]);
+  const run = (script: Script) => spawnSync('sh', ['-c', changeScript({ label: 'x', script, clears: 'h' })!.replaceAll('/var/lib/convex-ops', dir)]);
   mkdirSync(`${dir}/pending`);
   writeFileSync(`${dir}/pending/h`, '');
-  const failed = run(`set -e\nfalse\necho reached`);
+  const failed = run(sh`set -e\nfalse\necho reached`);
   assert.equal(failed.status, 1);
   assert.doesNotMatch(String(failed.stdout), /reached/, 'set -e stopped the script');
   assert.ok(existsSync(`${dir}/pending/h`), 'a failed handler stays pending');
-  assert.equal(run('true').status, 0);
+  assert.equal(run(sh`true`).status, 0);
   assert.ok(!existsSync(`${dir}/pending/h`), 'a handler that succeeded is cleared');
+});
+
+test('a remote command is a Script: made by sh (values quoted), never from a plain string', () => {
+  const name = 'x; rm -rf /';
+  // @ts-expect-error a template string that skipped quoting is not a Script (npm run typecheck fails if it were)
+  const unquoted: Script = `echo ${name}`;
+  assert.equal(unquoted, 'echo x; rm -rf /');
+  assert.equal(sh`echo ${name}`, "echo 'x; rm -rf /'");
+  assert.equal(changeScript({ label: 'x', script: sh`echo ${name}` }), "( echo 'x; rm -rf /'\n)");
 });

@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import type { Host } from '../../scripts/lib/inventory.ts';
 import type { Connection, RunResult } from '../../scripts/lib/ssh.ts';
 import type { Check } from '../../scripts/lib/check.ts';
+import { sh } from '../../scripts/lib/shell.ts';
+import type { Script } from '../../scripts/lib/shell.ts';
 import { probeFacts, runChecks } from '../../scripts/lib/check.ts';
 import { gatherFacts, Readings } from '../../scripts/lib/step.ts';
 import { newestClusterFile } from '../../scripts/lib/steps/postgres.ts';
@@ -39,16 +41,16 @@ function localConnection(edit: (script: string) => string = s => s): Connection 
   return conn as unknown as Connection & { scripts: string[] };
 }
 
-const check = (name: string, probe: string, verdict: (out: string) => string | undefined): Check => ({ name, probe: () => probe, verdict });
+const check = (name: string, probe: Script, verdict: (out: string) => string | undefined): Check => ({ name, probe: () => probe, verdict });
 
 test('checks with the same probe run it once, and each judges its output', async () => {
   const conn = localConnection();
   const counter = join(mkdtempSync(join(tmpdir(), 'cxo-probe-')), 'runs');
-  const shared = `echo x >> ${counter}; echo 'connected 1'; echo 'error boom'`;
+  const shared = sh`echo x >> ${counter}; echo 'connected 1'; echo 'error boom'`;
   const results = await runChecks(conn, [
     check('a', shared, out => (out.includes('connected 1') ? undefined : 'not connected')),
     check('b', shared, out => (out.includes('error ') ? 'errors' : undefined)),
-    check('c', 'echo other', () => undefined),
+    check('c', sh`echo other`, () => undefined),
   ]);
   assert.equal(conn.commands, 1);
   assert.equal(execFileSync('cat', [counter], { encoding: 'utf8' }), 'x\n', 'the shared probe ran once');
@@ -56,7 +58,7 @@ test('checks with the same probe run it once, and each judges its output', async
 });
 
 test('readings taken earlier (with the state) are judged without another command', async () => {
-  const checks = [check('a', 'echo fine', out => (out.trim() === 'fine' ? undefined : 'bad'))];
+  const checks = [check('a', sh`echo fine`, out => (out.trim() === 'fine' ? undefined : 'bad'))];
   const readings = new Readings();
   await gatherFacts(localConnection(), probeFacts(checks, host), readings);
   const conn = localConnection();

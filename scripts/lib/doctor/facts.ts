@@ -7,7 +7,7 @@ import type { Fact } from '../step.ts';
 import { gatherFacts, Readings, STATE_DIR } from '../step.ts';
 import type { Connection } from '../ssh.ts';
 import { MANAGED_MARKER } from '../files.ts';
-import { sh } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
 import { registerSecret } from '../redact.ts';
 import { CONTAINERS, dockerNetworks, dockerState, engineView } from '../steps/docker.ts';
 import type { DockerNetworks, DockerState } from '../steps/docker.ts';
@@ -89,7 +89,7 @@ export interface Listener { address: string; port: number; process?: string; pid
 
 export const listeners: Fact<Listener[]> = {
   key: 'doctor:listeners',
-  command: 'ss -Hltnp',
+  command: sh`ss -Hltnp`,
   parse: out => parseListeners(out),
 };
 
@@ -113,7 +113,7 @@ export interface Publication { container: string; address: string; port: number 
 /** Ports other running containers publish: one of them may hold a port Convex needs. */
 export const publications: Fact<Publication[]> = {
   key: 'doctor:publications',
-  command: `docker ps --format '{{.Names}}\t{{.Ports}}'`,
+  command: sh`docker ps --format '{{.Names}}\t{{.Ports}}'`,
   parse: out => parsePublications(out),
 };
 
@@ -134,7 +134,7 @@ export function diskFact(host: Host): Fact<DiskUsage[]> {
   const paths = [host.volume, '/var/lib/docker', '/'];
   return {
     key: `doctor:disk:${host.volume}`,
-    command: `for p in ${sh`${paths}`}; do [ -e "$p" ] || continue; printf 'space %s ' "$p"; df -P -B1 "$p" | tail -n 1; printf 'inodes %s ' "$p"; df -Pi "$p" | tail -n 1; done`,
+    command: script`for p in ${sh`${paths}`}; do [ -e "$p" ] || continue; printf 'space %s ' "$p"; df -P -B1 "$p" | tail -n 1; printf 'inodes %s ' "$p"; df -Pi "$p" | tail -n 1; done`,
     parse: out => parseDisk(out),
   };
 }
@@ -182,18 +182,18 @@ export function postgresFact(host: Host): Fact<PostgresInfo> {
   const query = `select 'db', count(*) from pg_database where datname = '${databaseName(host)}' union all select 'role', count(*) from pg_roles where rolname = '${host.postgres.user}'`;
   return {
     key: `doctor:postgres:${databaseName(host)}`,
-    command: [
-      'v=$(ls -1 /etc/postgresql 2>/dev/null | sort -V | tail -n 1)',
-      '[ -n "$v" ] || exit 0',
-      'echo "version $v"',
-      'd=/etc/postgresql/$v/main',
-      `pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'`,
-      `if live=$(runuser -u postgres -- psql -XAtq -c 'show listen_addresses' 2>/dev/null); then echo "listen $live"; ` +
-        `else cat "$d/postgresql.conf" "$d"/conf.d/*.conf 2>/dev/null | sed -n "s/^[[:space:]]*listen_addresses[[:space:]]*=[[:space:]]*'\\([^']*\\)'.*/conf-listen \\1/p" | tail -n 1; fi`,
+    command: lines(
+      sh`v=$(ls -1 /etc/postgresql 2>/dev/null | sort -V | tail -n 1)`,
+      sh`[ -n "$v" ] || exit 0`,
+      sh`echo "version $v"`,
+      sh`d=/etc/postgresql/$v/main`,
+      sh`pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'`,
+      script`${sh`if live=$(runuser -u postgres -- psql -XAtq -c 'show listen_addresses' 2>/dev/null); then echo "listen $live"; `}${
+        sh`else cat "$d/postgresql.conf" "$d"/conf.d/*.conf 2>/dev/null | sed -n "s/^[[:space:]]*listen_addresses[[:space:]]*=[[:space:]]*'\\([^']*\\)'.*/conf-listen \\1/p" | tail -n 1; fi`}`,
       sh`if grep -q ${`BEGIN ${MANAGED_MARKER}`} "$d/pg_hba.conf"; then echo hba-block; sed -n ${`/BEGIN ${MANAGED_MARKER}/,/END convex-ops/p`} "$d/pg_hba.conf" | awk '$1 == "host" { print "hba " $4 }'; fi`,
       sh`runuser -u postgres -- psql -XAtq -F ' ' -c ${query} 2>/dev/null`,
-      'true',
-    ].join('\n'),
+      sh`true`,
+    ),
     parse: out => parsePostgres(out),
   };
 }
@@ -235,12 +235,12 @@ export function httpFact(host: Host): Fact<HttpProbe> {
     // The key goes to curl on its stdin (-H @-), never on a command line that `ps` would show.
     // GET /api/check_admin_key exists in the real backend (crates/local_backend/src/dashboard.rs,
     // the dashboard's login check): 200 for a valid key, 401/403 otherwise.
-    command: [
+    command: lines(
       sh`key=$(sed -n 's/^CONVEX_ADMIN_KEY=//p' ${envPath(host)} 2>/dev/null | tail -n 1)`,
       sh`curl -s -o /dev/null -w 'version %{http_code}\n' --max-time 5 ${`${base}/version`}`,
-      `if [ -z "$key" ]; then echo 'admin none'; else printf 'Authorization: Convex %s\\n' "$key" | curl -s -o /dev/null -w 'admin %{http_code}\\n' --max-time 5 -H @- ${sh`${`${base}/api/check_admin_key`}`}; fi`,
-      'true',
-    ].join('\n'),
+      sh`if [ -z "$key" ]; then echo 'admin none'; else printf 'Authorization: Convex %s\\n' "$key" | curl -s -o /dev/null -w 'admin %{http_code}\\n' --max-time 5 -H @- ${`${base}/api/check_admin_key`}; fi`,
+      sh`true`,
+    ),
     parse: out => ({
       version: /^version (\d+)/m.exec(out)?.[1] ?? '000',
       adminKey: /^admin (\w+)/m.exec(out)?.[1] ?? '000',

@@ -3,7 +3,7 @@
 // renewals work; the checks know where it lies and what verifies it.
 import type { Host } from '../inventory.ts';
 import type { Fact } from '../step.ts';
-import { sh } from '../shell.ts';
+import { lines, sh } from '../shell.ts';
 
 export const certName = (host: Host) => `convex-${host.instance_name}`;
 
@@ -44,18 +44,18 @@ export function certificateFact(host: Host): Fact<CertificateState> {
   const renewal = `/etc/letsencrypt/renewal/${certName(host)}.conf`;
   return {
     key: `certificate:${certName(host)}:${trustedCa(host)}`,
-    command: [
+    command: lines(
       sh`if [ -s ${fullchain} ] && [ -s ${privkey} ]; then echo usable; fi`,
       sh`[ -f ${cert} ] || exit 0`,
-      'echo present',
+      sh`echo present`,
       sh`echo "end $(date -d "$(openssl x509 -in ${cert} -noout -enddate | cut -d= -f2)" +%s)"`,
-      'echo "now $(date +%s)"',
+      sh`echo "now $(date +%s)"`,
       sh`openssl x509 -in ${cert} -noout -ext subjectAltName | tr ',' '\n' | sed -n 's/^ *DNS:/name /p'`,
       sh`if openssl verify -CAfile ${trustedCa(host)} -untrusted ${chain} ${cert} >/dev/null 2>&1; then echo verified; fi`,
       sh`openssl x509 -in ${cert} -noout -ocsp_uri 2>/dev/null | sed 's/^/ocsp /'`,
       sh`sed -n 's/^server *= *//p' ${renewal} | sed 's/^/server /'`,
-      'true',
-    ].join('\n'),
+      sh`true`,
+    ),
     parse: out => {
       const lines = out.split('\n').map(l => l.trim());
       const value = (key: string) => lines.find(l => l.startsWith(`${key} `))?.slice(key.length + 1);

@@ -2,7 +2,7 @@
 // (and clients) reach this droplet by those names. Read by letsencrypt before an order and by doctor.
 import type { Host } from '../inventory.ts';
 import type { Fact } from '../step.ts';
-import { sh } from '../shell.ts';
+import { script, sh } from '../shell.ts';
 
 /** A host's domains, in the order the certificate and the site name them. */
 export const domainList = (host: Host): string[] => (host.domains ? [host.domains.api, host.domains.site, host.domains.dashboard] : []);
@@ -19,9 +19,7 @@ export function dnsFact(host: Host): Fact<DnsState> {
   return {
     key: `dns:${names.join(',')}`,
     waits: true,
-    command:
-      (names.length ? sh`for d in ${names}; do printf 'dns %s' "$d"; for a in $(getent ahosts "$d" | awk '{print $1}' | sort -u); do printf ' %s' "$a"; done; echo; done; ` : '') +
-      `printf 'self'; for a in $(hostname -I 2>/dev/null); do printf ' %s' "$a"; done; echo`,
+    command: script`${names.length ? sh`for d in ${names}; do printf 'dns %s' "$d"; for a in $(getent ahosts "$d" | awk '{print $1}' | sort -u); do printf ' %s' "$a"; done; echo; done; ` : sh``}printf 'self'; for a in $(hostname -I 2>/dev/null); do printf ' %s' "$a"; done; echo`,
     parse: out => {
       const state: DnsState = { names: new Map(), self: [] };
       for (const line of out.split('\n')) {

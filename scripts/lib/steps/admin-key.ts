@@ -12,7 +12,8 @@ import type { FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { phase } from '../plan.ts';
 import { registerSecret } from '../redact.ts';
-import { sh } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
 import { origins } from './compose.ts';
 import { CONTAINERS } from './docker.ts';
 import { envFile, envOf, envPath } from './secret.ts';
@@ -85,22 +86,22 @@ const noKey = (host: Host) => `generate_admin_key.sh printed no key of the form 
  * (the file as planned, the key in place of the placeholder, written atomically), and the key
  * printed for `after`. The instance name is [a-z0-9-] (inventory.ts), safe in the pattern.
  */
-function generateKeyScript(host: Host, template: string, foreign: boolean): string {
-  return [
-    'set -e',
+function generateKeyScript(host: Host, template: string, foreign: boolean): Script {
+  return lines(
+    sh`set -e`,
     sh`out=$(docker exec ${CONTAINERS.backend} ./generate_admin_key.sh)`,
     sh`key=$(printf '%s\\n' "$out" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//' | grep -E -m 1 ${`^${host.instance_name}[|][0-9a-f]+$`} || true)`,
     sh`[ -n "$key" ] || { echo ${noKey(host)} >&2; exit 1; }`,
     // Beside .env, as its other writes: a run killed here leaves them where the next run removes them.
     sh`template=$(mktemp ${`${tempPrefix(envPath(host))}XXXXXX`}) filled=$(mktemp ${`${tempPrefix(envPath(host))}XXXXXX`})`,
-    `trap 'rm -f "$template" "$filled"' EXIT`,
-    'cat > "$template"',
+    sh`trap 'rm -f "$template" "$filled"' EXIT`,
+    sh`cat > "$template"`,
     sh`[ "$(sha256sum < "$template")" = ${`${sha256(template)}  -`} ] || { echo ${`the content of ${envPath(host)} arrived incomplete; it was not touched`} >&2; exit 1; }`,
     sh`sed "s/^CONVEX_ADMIN_KEY=${KEY_PLACEHOLDER}\$/CONVEX_ADMIN_KEY=$key/" "$template" > "$filled"`,
-    'grep -qxF "CONVEX_ADMIN_KEY=$key" "$filled"',
-    `( ${atomicWriteScript({ path: envPath(host), mode: '600' }, foreign)}\n) < "$filled"`,
-    `printf '%s\\n' "$key"`,
-  ].join('\n');
+    sh`grep -qxF "CONVEX_ADMIN_KEY=$key" "$filled"`,
+    script`( ${atomicWriteScript({ path: envPath(host), mode: '600' }, foreign)}\n) < "$filled"`,
+    sh`printf '%s\\n' "$key"`,
+  );
 }
 
 /** Generates the key on the host and keeps it in .env; `after` takes it from the script's output. */

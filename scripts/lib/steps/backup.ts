@@ -13,7 +13,8 @@ import type { Change, Handler } from '../plan.ts';
 import { fileChanges, packageChanges, phase, withHandler } from '../plan.ts';
 import type { Packages } from '../system.ts';
 import { initSystem, installedPackages, serviceScript } from '../system.ts';
-import { quote, sh } from '../shell.ts';
+import { quote, script, sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { externalConninfo } from './postgres-external.ts';
 
@@ -37,13 +38,13 @@ export function renderBackupScript(host: Host): string {
 }
 
 /** The rendered script run in place, e.g. `estimate` or `verify ID`: nothing is installed. */
-export function backupScriptInline(host: Host, ...args: string[]): string {
+export function backupScriptInline(host: Host, ...args: string[]): Script {
   return sh`sh -c ${renderBackupScript(host)} convex-ops-backup ${args}`;
 }
 
 /** The rendered script run in place as a fact, its error (facts drop stderr) on stdout. */
 function backupScriptFact<T>(host: Host, args: string[], parse: (out: string, code: number) => T): Fact<T> {
-  return { key: `backup-script:${host.volume}:${args.join(' ')}`, command: `${backupScriptInline(host, ...args)} 2>&1`, parse };
+  return { key: `backup-script:${host.volume}:${args.join(' ')}`, command: script`${backupScriptInline(host, ...args)} 2>&1`, parse };
 }
 
 /** The last line of a failed run of the script: its error. */
@@ -108,7 +109,7 @@ export function makeBackup(host: Host, before?: string): Change {
   const what = before ? `safety backup before ${before}` : 'backup';
   return {
     label: before ? `make a ${what} in ${backupsDir(host)}/<id>` : `make a backup in ${backupsDir(host)}/<id>, then keep the newest ${host.backup.keep}`,
-    script: `${BACKUP_SCRIPT} run${before ? ' --no-rotate' : ''}`,
+    script: before ? sh`${BACKUP_SCRIPT} run --no-rotate` : sh`${BACKUP_SCRIPT} run`,
     streams: true,
     after: (stdout, memo) => {
       const made = parseBackupMade(stdout, host);
@@ -175,7 +176,7 @@ const timerState: Fact<string> = {
 
 const cronRunning: Fact<boolean> = {
   key: 'cron-running',
-  command: 'pgrep -x cron >/dev/null && echo running',
+  command: sh`pgrep -x cron >/dev/null && echo running`,
   parse: out => out.includes('running'),
 };
 

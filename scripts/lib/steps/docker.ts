@@ -5,14 +5,15 @@ import { exitWhen, installedPackages, serviceScript } from '../system.ts';
 import { installChange, phase } from '../plan.ts';
 import type { Change } from '../plan.ts';
 import type { Packages } from '../system.ts';
-import { sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
 import type { EngineAnswer, EngineObject } from '../docker-api.ts';
 
 export interface DockerState { cli: boolean; engine: boolean; running: boolean; compose: 'v2' | 'v1' | 'none' }
 
 /** Where the docker CLI looks for plugins ($DOCKER_CONFIG or ~/.docker first): Compose v2 is one. */
-const PLUGIN_DIRS = ['"${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"', '/usr/local/lib/docker/cli-plugins', '/usr/local/libexec/docker/cli-plugins', '/usr/lib/docker/cli-plugins', '/usr/libexec/docker/cli-plugins'];
+const PLUGIN_DIRS = sh`"\${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli-plugins /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins`;
 
 /** The network the Convex containers join; created by us so its subnet is known before they start. */
 export const CONVEX_NETWORK = 'convex-ops';
@@ -51,14 +52,14 @@ export function engineView<T>(view: (engine: EngineSnapshot) => T): Fact<T> {
   return {
     key: 'docker-engine',
     command: [
-      'command -v docker >/dev/null && echo cli',
-      'command -v dockerd >/dev/null && echo engine',
-      `c=; for d in ${PLUGIN_DIRS.join(' ')}; do if [ -x "$d/docker-compose" ]; then c=compose-v2; break; fi; done`,
-      '[ -n "$c" ] || { command -v docker-compose >/dev/null && c=compose-v1; }',
-      'echo "$c"',
+      sh`command -v docker >/dev/null && echo cli`,
+      sh`command -v dockerd >/dev/null && echo engine`,
+      script`c=; for d in ${PLUGIN_DIRS}; do if [ -x "$d/docker-compose" ]; then c=compose-v2; break; fi; done`,
+      sh`[ -n "$c" ] || { command -v docker-compose >/dev/null && c=compose-v1; }`,
+      sh`echo "$c"`,
       engineRead(ENGINE_OBJECTS),
-      `ip -4 -o addr show docker0 | awk '{print "docker0 " $4}'`,
-    ].join('; '),
+      sh`ip -4 -o addr show docker0 | awk '{print "docker0 " $4}'`,
+    ].reduce((done, next) => script`${done}; ${next}`),
     parse: out => {
       const [version, bridge, convexNetwork, backend, dashboard] = parseEngine(out);
       const missing: EngineAnswer = { status: 0 };
@@ -116,14 +117,14 @@ export const containersFact: Fact<Map<string, ContainerState>> = engineView(engi
 });
 
 /** The compose command the facts found: `docker compose` (v2) or `docker-compose` (v1); none without Compose. */
-export function composeCommandOf(state: DockerState): string | undefined {
-  return state.compose === 'v2' ? 'docker compose' : state.compose === 'v1' ? 'docker-compose' : undefined;
+export function composeCommandOf(state: DockerState): Script | undefined {
+  return state.compose === 'v2' ? sh`docker compose` : state.compose === 'v1' ? sh`docker-compose` : undefined;
 }
 
 export const COMPOSE_MISSING = 'Docker Compose is not installed. Run scripts/docker.ts first.';
 
 /** The compose command, for a step that cannot plan without it. */
-export function requireCompose(state: DockerState): string {
+export function requireCompose(state: DockerState): Script {
   const compose = composeCommandOf(state);
   if (!compose) throw new Error(COMPOSE_MISSING);
   return compose;
@@ -161,7 +162,7 @@ export function planEngine({ state }: { state: DockerState }): Change[] {
   if (state.running) return [];
   return [{
     label: 'start the Docker engine',
-    script: `${serviceScript('docker', 'enable-start')}\n${exitWhen('docker info >/dev/null 2>&1', ENGINE_START_SECONDS, `dockerd did not answer within ${ENGINE_START_SECONDS}s`)}`,
+    script: lines(serviceScript('docker', 'enable-start'), exitWhen(sh`docker info >/dev/null 2>&1`, ENGINE_START_SECONDS, `dockerd did not answer within ${ENGINE_START_SECONDS}s`)),
   }];
 }
 

@@ -18,7 +18,8 @@ import { fileFact, MANAGED_MARKER, sha256 } from '../files.ts';
 import type { Packages } from '../system.ts';
 import { aptUpdateScript, initSystem, installedPackages } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
-import { sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
 import type { DockerNetworks } from './docker.ts';
 import { dockerNetworks } from './docker.ts';
 
@@ -32,20 +33,24 @@ export function openings(host: Host, dockerSubnets: string[]): Opening[] {
   return list;
 }
 
+/** The words of the ufw command (after `ufw `) for an opening. */
+const ufwRuleWords = (o: Opening): Array<string | number> =>
+  o.from ? ['allow', 'from', o.from, 'to', 'any', 'port', o.port, 'proto', 'tcp'] : ['allow', `${o.port}/tcp`];
+
 /** The ufw command (after `ufw `) for an opening, as `ufw show added` prints it back. */
-export const ufwRule = (o: Opening) => (o.from ? `allow from ${o.from} to any port ${o.port} proto tcp` : `allow ${o.port}/tcp`);
+export const ufwRule = (o: Opening) => ufwRuleWords(o).join(' ');
 
 export interface UfwState { installed: boolean; active: boolean; defaultInput?: string; rules: string[] }
 
 export const ufwState: Fact<UfwState> = {
   key: 'ufw',
-  command: [
-    'command -v ufw >/dev/null || exit 0',
-    'echo installed',
-    'ufw status | head -n 1',
-    `sed -n 's/^DEFAULT_INPUT_POLICY=//p' /etc/default/ufw | tr -d '"' | sed 's/^/input /'`,
-    'ufw show added',
-  ].join('\n'),
+  command: lines(
+    sh`command -v ufw >/dev/null || exit 0`,
+    sh`echo installed`,
+    sh`ufw status | head -n 1`,
+    sh`sed -n 's/^DEFAULT_INPUT_POLICY=//p' /etc/default/ufw | tr -d '"' | sed 's/^/input /'`,
+    sh`ufw show added`,
+  ),
   parse: out => {
     const lines = out.split('\n').map(l => l.trim());
     return {
@@ -59,10 +64,10 @@ export const ufwState: Fact<UfwState> = {
 };
 
 /** The ufw commands still needed, in order: missing rules, then the default, then enabling. */
-export function planUfw(wanted: Opening[], state: UfwState): string[] {
-  const commands = wanted.filter(o => !state.rules.includes(ufwRule(o))).map(o => `ufw ${ufwRule(o)} comment ${`'convex-ops: ${o.why}'`}`);
-  if (state.defaultInput !== 'DROP' && state.defaultInput !== 'REJECT') commands.push('ufw default deny incoming');
-  if (!state.active) commands.push('ufw --force enable');
+export function planUfw(wanted: Opening[], state: UfwState): Script[] {
+  const commands = wanted.filter(o => !state.rules.includes(ufwRule(o))).map(o => sh`ufw ${ufwRuleWords(o)} comment ${`convex-ops: ${o.why}`}`);
+  if (state.defaultInput !== 'DROP' && state.defaultInput !== 'REJECT') commands.push(sh`ufw default deny incoming`);
+  if (!state.active) commands.push(sh`ufw --force enable`);
   return commands;
 }
 
@@ -96,7 +101,7 @@ export function renderIptablesScript(host: Host, wanted: Opening[], boot: string
 
 export const iptablesState: Fact<{ applied: string; hooked: boolean }> = {
   key: 'iptables-firewall',
-  command: `cat ${IPTABLES_APPLIED} 2>/dev/null; iptables -C INPUT -j convex-ops-input 2>/dev/null && echo hooked; true`,
+  command: sh`cat ${IPTABLES_APPLIED} 2>/dev/null; iptables -C INPUT -j convex-ops-input 2>/dev/null && echo hooked; true`,
   parse: out => ({ applied: out.split('\n')[0]!.trim(), hooked: /^hooked$/m.test(out) }),
 };
 
@@ -109,11 +114,11 @@ export type UfwAvailability = 'installed' | 'offered' | 'not offered' | 'no list
 
 export const ufwAvailability: Fact<UfwAvailability> = {
   key: 'ufw-availability',
-  command: [
-    'if command -v ufw >/dev/null; then echo installed; exit 0; fi',
-    `ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages' || { echo 'no lists'; exit 0; }`,
-    `if apt-cache policy ufw 2>/dev/null | grep -q 'Candidate: [0-9]'; then echo offered; else echo 'not offered'; fi`,
-  ].join('\n'),
+  command: lines(
+    sh`if command -v ufw >/dev/null; then echo installed; exit 0; fi`,
+    sh`ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages' || { echo 'no lists'; exit 0; }`,
+    sh`if apt-cache policy ufw 2>/dev/null | grep -q 'Candidate: [0-9]'; then echo offered; else echo 'not offered'; fi`,
+  ),
   parse: out => {
     const answer = out.trim();
     return answer === 'installed' || answer === 'offered' || answer === 'no lists' ? answer : 'not offered';
@@ -137,18 +142,13 @@ const lockedOut = (host: Host) => (why: string) =>
  * nothing that would lock the operator out at the next boot either (the script on disk may be
  * the one that failed). The next run applies it again and proves it before hooking it.
  */
-export function iptablesUndo(init: 'systemd' | 'other'): string {
+export function iptablesUndo(init: 'systemd' | 'other'): Script {
   const unhook =
     init === 'systemd'
       ? sh`if [ -e ${IPTABLES_UNIT} ]; then systemctl disable convex-ops-firewall.service; rm -f ${IPTABLES_UNIT}; systemctl daemon-reload; fi`
       : sh`rm -f ${IPTABLES_CRON}`;
-  return [
-    'iptables -D INPUT -j convex-ops-input 2>/dev/null',
-    'ip6tables -D INPUT -j convex-ops-input 2>/dev/null',
-    sh`rm -f ${IPTABLES_APPLIED}`,
-    unhook,
-    'true',
-  ].join('; ');
+  const forget = sh`rm -f ${IPTABLES_APPLIED}`;
+  return script`iptables -D INPUT -j convex-ops-input 2>/dev/null; ip6tables -D INPUT -j convex-ops-input 2>/dev/null; ${forget}; ${unhook}; true`;
 }
 
 /** The ufw commands still needed, as one change that a new SSH connection must survive. */
@@ -156,15 +156,15 @@ function ufwChanges(host: Host, wanted: Opening[], state: UfwState): Change[] {
   const commands = planUfw(wanted, state);
   if (commands.length === 0) return [];
   // Undo only what this run did to deny: the rules it added are allows and stay.
-  const undo = [
-    ...(commands.includes('ufw --force enable') ? ['ufw --force disable'] : []),
-    ...(commands.includes('ufw default deny incoming') ? [`ufw default ${state.defaultInput === 'ACCEPT' ? 'allow' : 'deny'} incoming`] : []),
+  const undo: Script[] = [
+    ...(commands.includes(sh`ufw --force enable`) ? [sh`ufw --force disable`] : []),
+    ...(commands.includes(sh`ufw default deny incoming`) ? [sh`ufw default ${state.defaultInput === 'ACCEPT' ? 'allow' : 'deny'} incoming`] : []),
   ];
   return [
     {
       label: `ufw: ${commands.map(c => c.replace(/^ufw /, '').replace(/ comment '.*'$/, '')).join('; ')}`,
-      script: ['set -e', ...commands].join('\n'),
-      ...(undo.length ? { sshProbe: { undo: undo.join('; '), failure: lockedOut(host) } } : {}),
+      script: lines(sh`set -e`, ...commands),
+      ...(undo.length ? { sshProbe: { undo: undo.reduce((done, next) => script`${done}; ${next}`), failure: lockedOut(host) } } : {}),
     },
   ];
 }
@@ -185,12 +185,12 @@ function iptablesChanges(host: Host, wanted: Opening[], facts: IptablesFacts): C
   const changes = fileChanges(facts.script, { path: IPTABLES_SCRIPT, content: script, mode: '755', label: 'the iptables firewall script' });
   if (facts.iptables.applied !== hash || !facts.iptables.hooked) {
     const proven = sh`mkdir -p ${STATE_DIR} && echo ${hash} > ${IPTABLES_APPLIED}`;
-    changes.push({ label: 'apply the iptables firewall', script: IPTABLES_SCRIPT, sshProbe: { undo: iptablesUndo(init), proven, failure: lockedOut(host) } });
+    changes.push({ label: 'apply the iptables firewall', script: sh`${IPTABLES_SCRIPT}`, sshProbe: { undo: iptablesUndo(init), proven, failure: lockedOut(host) } });
   }
   const values = { managed: MANAGED_MARKER, script: IPTABLES_SCRIPT };
   if (init !== 'systemd') return [...changes, ...fileChanges(facts.cron, { path: IPTABLES_CRON, content: renderTemplate(templateText('firewall-iptables.cron'), values), mode: '644' })];
   const unit = fileChanges(facts.unit, { path: IPTABLES_UNIT, content: renderTemplate(templateText('firewall-iptables.service'), values), mode: '644' });
-  const enable = { label: 'enable convex-ops-firewall.service at boot', script: 'systemctl daemon-reload && systemctl enable convex-ops-firewall.service' };
+  const enable = { label: 'enable convex-ops-firewall.service at boot', script: sh`systemctl daemon-reload && systemctl enable convex-ops-firewall.service` };
   return [...changes, ...unit, ...(unit.length ? [enable] : [])];
 }
 

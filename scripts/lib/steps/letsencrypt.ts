@@ -18,7 +18,8 @@ import type { Packages } from '../system.ts';
 import { initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD, systemdReload } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import type { TemplateValue } from '../templates.ts';
-import { sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
 import type { CertificateState } from '../facts/certificate.ts';
 import { ACME_CA_PATH, certName, certificateFact, daysLeft, trustedCa } from '../facts/certificate.ts';
 import type { DnsState } from '../facts/dns.ts';
@@ -71,7 +72,7 @@ export interface RenewalState { cronRunning: boolean; timerActive: boolean }
 
 export const renewalState: Fact<RenewalState> = {
   key: 'certbot-renewal',
-  command: `pidof cron >/dev/null && echo cron; if [ "$(cat /proc/1/comm)" = systemd ] && systemctl is-active --quiet certbot.timer; then echo timer; fi; true`,
+  command: sh`pidof cron >/dev/null && echo cron; if [ "$(cat /proc/1/comm)" = systemd ] && systemctl is-active --quiet certbot.timer; then echo timer; fi; true`,
   parse: out => ({ cronRunning: /^cron$/m.test(out), timerActive: /^timer$/m.test(out) }),
 };
 
@@ -114,7 +115,7 @@ export function planRenewal(facts: RenewalFacts, host: Host): Change[] {
       const dropin = fileChanges(facts.dropin, { path: RENEW_DROPIN, content: render('certbot-systemd.conf'), mode: '644', label: 'certbot.service drop-in (CA bundle)' }, SYSTEMD_RELOAD);
       changes.push(...withHandler(dropin, systemdReload, facts.pending));
     }
-    if (!facts.renewal.timerActive) changes.push({ label: 'enable certbot.timer', script: 'systemctl enable --now certbot.timer' });
+    if (!facts.renewal.timerActive) changes.push({ label: 'enable certbot.timer', script: sh`systemctl enable --now certbot.timer` });
     return changes;
   }
   // Without systemd, certbot's package renews from /etc/cron.d/certbot: cron must run.
@@ -123,9 +124,9 @@ export function planRenewal(facts: RenewalFacts, host: Host): Change[] {
   return changes;
 }
 
-function certbotCommand(host: Host, flags: string[]): string {
+function certbotCommand(host: Host, flags: string[]): Script {
   const command = sh`certbot certonly --non-interactive --agree-tos --no-eff-email -m ${host.acme.email!} --server ${host.acme.directory} --webroot -w ${ACME_WEBROOT} --cert-name ${certName(host)} ${domainList(host).flatMap(d => ['-d', d])} ${flags}`;
-  return host.acme.ca_bundle ? `REQUESTS_CA_BUNDLE=${ACME_CA_PATH} ${command}` : command;
+  return host.acme.ca_bundle ? script`${sh`REQUESTS_CA_BUNDLE=${ACME_CA_PATH}`} ${command}` : command;
 }
 
 /**
@@ -133,9 +134,9 @@ function certbotCommand(host: Host, flags: string[]): string {
  * step of the same run makes it, so only the host can tell), then certbot (its output on stderr,
  * shown as progress), then the certificate read again, on stdout, for the check that follows.
  */
-function orderScript(host: Host, flags: string[]): string {
+function orderScript(host: Host, flags: string[]): Script {
   const missing = `${sitePath(host)} is missing, so nothing answers the ACME challenges on port 80. Run scripts/nginx.ts first (scripts/letsencrypt.ts runs it for you).`;
-  return [sh`[ -f ${sitePath(host)} ] || { echo ${missing} >&2; exit 1; }`, `${certbotCommand(host, flags)} >&2 || exit 1`, `( ${certificateFact(host).command}\n)`].join('\n');
+  return lines(sh`[ -f ${sitePath(host)} ] || { echo ${missing} >&2; exit 1; }`, script`${certbotCommand(host, flags)} >&2 || exit 1`, script`( ${certificateFact(host).command}\n)`);
 }
 
 /** The order the certificate needs, if any; refused while a domain does not lead to this droplet. */

@@ -15,7 +15,8 @@ import { MANAGED_MARKER, fileFact, pathKindFact } from '../files.ts';
 import type { Packages } from '../system.ts';
 import { exitWhen, installedPackages, serviceScript } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
-import { sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
 import type { CertificateState } from '../facts/certificate.ts';
 import { certificateFact, certificatePaths } from '../facts/certificate.ts';
 import { domainList } from '../facts/dns.ts';
@@ -39,16 +40,16 @@ const NGINX_SERVING_SECONDS = 10;
  * master's children count: nginx in a container on the droplet is not ours. Read from /proc,
  * since droplets need not have procps.
  */
-const NGINX_WORKERS_FUNCTION = [
-  'nginx_workers() {',
-  '  master=$(cat /run/nginx.pid 2>/dev/null) || return 0',
-  `  for cmdline in $(grep -lzsx 'nginx: worker process' /proc/[0-9]*/cmdline); do`,
-  '    pid=${cmdline#/proc/}; pid=${pid%/cmdline}',
-  '    read -r _ _ _ ppid _ 2>/dev/null <"/proc/$pid/stat" && [ "$ppid" = "$master" ] && echo "$pid"',
-  '  done',
-  '  return 0',
-  '}',
-].join('\n');
+const NGINX_WORKERS_FUNCTION = lines(
+  sh`nginx_workers() {`,
+  sh`  master=$(cat /run/nginx.pid 2>/dev/null) || return 0`,
+  sh`  for cmdline in $(grep -lzsx 'nginx: worker process' /proc/[0-9]*/cmdline); do`,
+  sh`    pid=\${cmdline#/proc/}; pid=\${pid%/cmdline}`,
+  sh`    read -r _ _ _ ppid _ 2>/dev/null <"/proc/$pid/stat" && [ "$ppid" = "$master" ] && echo "$pid"`,
+  sh`  done`,
+  sh`  return 0`,
+  sh`}`,
+);
 
 /**
  * Reloads nginx and succeeds only once the new configuration serves. A reload only signals the
@@ -57,38 +58,38 @@ const NGINX_WORKERS_FUNCTION = [
  * workers accepting before the reload are noted, and the script waits until none of them still
  * accepts and new ones do. One subshell, so it can be followed by `&& …`.
  */
-export function reloadNginxScript(): string {
-  return [
-    '(',
+export function reloadNginxScript(): Script {
+  return lines(
+    sh`(`,
     NGINX_WORKERS_FUNCTION,
-    `old=" $(nginx_workers | tr '\\n' ' ') "`,
-    `${serviceScript('nginx', 'reload')} || exit 1`,
-    'replaced() {',
-    '  current=$(nginx_workers)',
-    '  [ -n "$current" ] || return 1',
-    '  for pid in $current; do case "$old" in *" $pid "*) return 1;; esac; done',
-    '}',
-    exitWhen('replaced', NGINX_SERVING_SECONDS, `nginx did not replace its workers within ${NGINX_SERVING_SECONDS} s after reload, so the new configuration may not be serving yet`),
-    ')',
-  ].join('\n');
+    sh`old=" $(nginx_workers | tr '\\n' ' ') "`,
+    script`${serviceScript('nginx', 'reload')} || exit 1`,
+    sh`replaced() {`,
+    sh`  current=$(nginx_workers)`,
+    sh`  [ -n "$current" ] || return 1`,
+    sh`  for pid in $current; do case "$old" in *" $pid "*) return 1;; esac; done`,
+    sh`}`,
+    exitWhen(sh`replaced`, NGINX_SERVING_SECONDS, `nginx did not replace its workers within ${NGINX_SERVING_SECONDS} s after reload, so the new configuration may not be serving yet`),
+    sh`)`,
+  );
 }
 
 /** Starts nginx (enabled at boot under systemd) and succeeds once its workers accept connections. */
-export function startNginxScript(): string {
-  return [
-    '(',
+export function startNginxScript(): Script {
+  return lines(
+    sh`(`,
     NGINX_WORKERS_FUNCTION,
-    `${serviceScript('nginx', 'enable-start')} || exit 1`,
-    exitWhen('[ -n "$(nginx_workers)" ]', NGINX_SERVING_SECONDS, `nginx started no workers within ${NGINX_SERVING_SECONDS} s`),
-    ')',
-  ].join('\n');
+    script`${serviceScript('nginx', 'enable-start')} || exit 1`,
+    exitWhen(sh`[ -n "$(nginx_workers)" ]`, NGINX_SERVING_SECONDS, `nginx started no workers within ${NGINX_SERVING_SECONDS} s`),
+    sh`)`,
+  );
 }
 
 export interface NginxState { version?: string; running: boolean; ipv6: boolean }
 
 export const nginxState: Fact<NginxState> = {
   key: 'nginx',
-  command: `command -v nginx >/dev/null && nginx -v 2>&1; pidof nginx >/dev/null && echo running; [ -f /proc/net/if_inet6 ] && echo ipv6; true`,
+  command: sh`command -v nginx >/dev/null && nginx -v 2>&1; pidof nginx >/dev/null && echo running; [ -f /proc/net/if_inet6 ] && echo ipv6; true`,
   parse: out => ({
     version: /nginx\/(\d+\.\d+\.\d+)/.exec(out)?.[1],
     running: /^running$/m.test(out),
@@ -154,26 +155,26 @@ export function renderSite(host: Host, opts: SiteOptions): string {
  * with the facts under the run lock), and the script fails with nginx's message. nginx itself is
  * not reloaded here: the live configuration only changes on the reload that follows a success.
  */
-export function siteChangeScript(host: Host, opts: { write?: string; pendingBefore: boolean }): string {
+export function siteChangeScript(host: Host, opts: { write?: Script; pendingBefore: boolean }): Script {
   const site = sitePath(host);
   const link = siteLink(host);
   const previous = `/etc/nginx/sites-available/.${siteName(host)}.convex-ops-previous`;
-  return [
-    'set -e',
+  return lines(
+    sh`set -e`,
     sh`rm -f ${previous}`,
     sh`if [ -f ${site} ]; then cp -p ${site} ${previous}; fi`,
     sh`old_link=$(readlink ${link} || true)`,
-    opts.write ?? ':',
+    opts.write ?? sh`:`,
     sh`ln -sfn ${site} ${link}`,
     sh`if out=$(nginx -t 2>&1); then rm -f ${previous}; exit 0; fi`,
     sh`if [ -f ${previous} ]; then mv -f ${previous} ${site}; else rm -f ${site}; fi`,
     sh`if [ -n "$old_link" ]; then ln -sfn "$old_link" ${link}; else rm -f ${link}; fi`,
-    opts.pendingBefore ? ':' : sh`rm -f ${`${STATE_DIR}/pending/${NGINX_RELOAD}`}`,
+    opts.pendingBefore ? sh`:` : sh`rm -f ${`${STATE_DIR}/pending/${NGINX_RELOAD}`}`,
     sh`echo ${`nginx rejected the new configuration, so ${site} was put back as it was and nginx keeps serving the previous one. nginx -t said:`} >&2`,
     // The error shows the last lines of stderr: nginx's own come last.
-    `printf '%s\\n' "$out" | tail -n 12 >&2`,
-    'exit 1',
-  ].join('\n');
+    sh`printf '%s\\n' "$out" | tail -n 12 >&2`,
+    sh`exit 1`,
+  );
 }
 
 export const reloadNginx: Handler = { name: NGINX_RELOAD, label: 'reload nginx', script: reloadNginxScript() };

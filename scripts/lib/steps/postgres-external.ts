@@ -10,7 +10,8 @@ import type { FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { fileChanges, packageChanges, phase } from '../plan.ts';
 import { installedPackages } from '../system.ts';
-import { sh } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
 import { conninfo } from '../libpq.ts';
 import { envPath, parseEnv, postgresUrl } from './secret.ts';
 
@@ -38,12 +39,12 @@ const PERCENT_DECODE =
  * only root reads (mode 0600): the password reaches it in the environment, never in a command
  * line that `ps` shows, and a command that has no stdin of its own (a fact, a check) can use it.
  */
-export function withEnvPassword(host: Host, command: string): string {
-  return [
+export function withEnvPassword(host: Host, command: Script): Script {
+  return lines(
     sh`url=$(sed -n 's/^POSTGRES_URL=//p' ${envPath(host)})`,
-    'pw=${url#*://*:}; pw=${pw%%@*}',
-    `PGPASSWORD=$(printf '%s' "$pw" | awk ${sh`${PERCENT_DECODE}`}) ${command}`,
-  ].join('\n');
+    sh`pw=\${url#*://*:}; pw=\${pw%%@*}`,
+    script`PGPASSWORD=$(printf '%s' "$pw" | awk ${sh`${PERCENT_DECODE}`}) ${command}`,
+  );
 }
 
 export interface ExternalDatabase {
@@ -64,7 +65,7 @@ export function externalDatabaseFact(host: Host): Fact<ExternalDatabase> {
   return {
     key: `postgres-external:${host.postgres.url}:${host.postgres.user}:${databaseName(host)}`,
     waits: true,
-    command: `if out=$(${psql}); then printf 'reached\\n%s\\n' "$out"; else printf 'failed\\n%s\\n' "$out"; fi`,
+    command: script`if out=$(${psql}); then printf 'reached\\n%s\\n' "$out"; else printf 'failed\\n%s\\n' "$out"; fi`,
     parse: out => {
       const [status, ...rest] = out.split('\n');
       const answer = rest.join('\n').trim();
@@ -74,14 +75,14 @@ export function externalDatabaseFact(host: Host): Fact<ExternalDatabase> {
 }
 
 /** Creates the database unless it exists; the password from this machine arrives on stdin. */
-function createExternalDatabaseScript(host: Host): string {
+function createExternalDatabaseScript(host: Host): Script {
   const db = databaseName(host);
   const psql = sh`psql -XAtq -v ON_ERROR_STOP=1 ${externalConninfo(host, 'postgres', 10)}`;
-  return [
-    'IFS= read -r PGPASSWORD; export PGPASSWORD',
-    `exists=$(${psql} -c ${sh`${`select 1 from pg_database where datname = '${db}'`}`}) || exit 1`,
-    `[ "$exists" = 1 ] || ${psql} -c ${sh`${`CREATE DATABASE ${db}`}`}`,
-  ].join('\n');
+  return lines(
+    sh`IFS= read -r PGPASSWORD; export PGPASSWORD`,
+    script`exists=$(${psql} -c ${sh`${`select 1 from pg_database where datname = '${db}'`}`}) || exit 1`,
+    script`[ "$exists" = 1 ] || ${psql} -c ${sh`${`CREATE DATABASE ${db}`}`}`,
+  );
 }
 
 export function planExternalDatabase({ database, env }: { database: ExternalDatabase; env: FileState }, host: Host): Change[] {

@@ -7,13 +7,14 @@ import type { Host } from '../inventory.ts';
 import { databaseName } from '../inventory.ts';
 import type { Fact, Step } from '../step.ts';
 import { pendingHandlers } from '../step.ts';
-import { fileFact, MANAGED_MARKER } from '../files.ts';
+import { fileFact, MANAGED_MARKER, readFileScript, tempPrefix } from '../files.ts';
 import type { FileState } from '../files.ts';
 import type { Change, Handler } from '../plan.ts';
 import { fileChanges, packageChanges, pendingMark, phase, skip, withHandler } from '../plan.ts';
 import { exitWhen, initSystem, installedPackages, serviceScript, SYSTEMD_RELOAD, systemdReload } from '../system.ts';
 import { renderTemplate, templateText } from '../templates.ts';
-import { sh } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
 import { dockerNetworks } from './docker.ts';
 import type { DockerNetworks } from './docker.ts';
 import { envPath, parseEnv } from './secret.ts';
@@ -37,19 +38,19 @@ const ROLE_COMMENT = MANAGED_MARKER;
  * Sets $v to the newest cluster version under /etc/postgresql (digits and dots), as
  * `ls | sort -V | tail -n 1` would, in the shell alone.
  */
-export const NEWEST_CLUSTER =
-  'v=; for p in /etc/postgresql/*/; do p=${p%/}; p=${p##*/}; case "$p" in \'\'|*[!0-9.]*) continue ;; esac; ' +
-  'if [ -z "$v" ] || [ "${p%%.*}" -gt "${v%%.*}" ] || { [ "${p%%.*}" -eq "${v%%.*}" ] && [ "${p#*.}" -gt "${v#*.}" ]; }; then v=$p; fi; done';
+export const NEWEST_CLUSTER: Script =
+  sh`v=; for p in /etc/postgresql/*/; do p=\${p%/}; p=\${p##*/}; case "$p" in ''|*[!0-9.]*) continue ;; esac; \
+if [ -z "$v" ] || [ "\${p%%.*}" -gt "\${v%%.*}" ] || { [ "\${p%%.*}" -eq "\${v%%.*}" ] && [ "\${p#*.}" -gt "\${v#*.}" ]; }; then v=$p; fi; done`;
 
 /**
  * psql against cluster $v/main, as postgres: that version's own binary on the cluster's port
  * (postgresql.conf, then conf.d, the last setting winning), which is what pg_wrapper would run
  * but without starting Perl; pg_wrapper itself when that fails. `args` are quoted already.
  */
-export function clusterPsql(args: string): string {
-  const bin = '"/usr/lib/postgresql/$v/bin/psql"';
-  const port = `p=$(sed -n '/^[[:space:]]*port[[:space:]]*=/{s/^[^=]*=[[:space:]]*\\([0-9]*\\).*/\\1/;h;};\${x;p;}' "/etc/postgresql/$v/main/postgresql.conf" "/etc/postgresql/$v/main/conf.d/"*.conf 2>/dev/null)`;
-  return `{ [ -x ${bin} ] && { ${port}; runuser -u postgres -- ${bin} -p "\${p:-5432}" ${args}; }; } || runuser -u postgres -- psql --cluster "$v/main" ${args}`;
+export function clusterPsql(args: Script): Script {
+  const bin = sh`"/usr/lib/postgresql/$v/bin/psql"`;
+  const port = sh`p=$(sed -n '/^[[:space:]]*port[[:space:]]*=/{s/^[^=]*=[[:space:]]*\\([0-9]*\\).*/\\1/;h;};\${x;p;}' "/etc/postgresql/$v/main/postgresql.conf" "/etc/postgresql/$v/main/conf.d/"*.conf 2>/dev/null)`;
+  return script`{ [ -x ${bin} ] && { ${port}; runuser -u postgres -- ${bin} -p "\${p:-5432}" ${args}; }; } || runuser -u postgres -- psql --cluster "$v/main" ${args}`;
 }
 
 /** Everything about the cluster in one query; names are validated identifiers, safe to inline. */
@@ -63,16 +64,16 @@ export function clusterFact(host: Host): Fact<ClusterState> {
     `union all select 'port', setting, '', '' from pg_settings where name = 'port'`;
   return {
     key: `postgres:${role}:${db}`,
-    command: [
+    command: lines(
       NEWEST_CLUSTER,
-      '[ -n "$v" ] || exit 0',
-      'echo "version $v"',
+      sh`[ -n "$v" ] || exit 0`,
+      sh`echo "version $v"`,
       // A cluster that answers is online. pg_lsclusters (Perl, slow to start) only says why not.
-      `if out=$(${clusterPsql(sh`-XAtq -F '\t' -c ${query}`)}); then echo 'status online'; printf '%s\n' "$out"; else ` +
-        `pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'; fi`,
+      script`if out=$(${clusterPsql(sh`-XAtq -F '\t' -c ${query}`)}); then echo 'status online'; printf '%s\n' "$out"; else \
+pg_lsclusters -h 2>/dev/null | awk -v v="$v" '$1 == v && $2 == "main" { print "status " $4 }'; fi`,
       // What it really listens on: at boot it may have started before the Docker bridge existed.
-      `if s=$(ss -Hltn 2>/dev/null); then echo sockets; printf '%s\n' "$s" | awk '{ print "socket " $4 }'; fi`,
-    ].join('\n'),
+      sh`if s=$(ss -Hltn 2>/dev/null); then echo sockets; printf '%s\n' "$s" | awk '{ print "socket " $4 }'; fi`,
+    ),
     parse: out => {
       const state: ClusterState = { online: false };
       for (const line of out.split('\n')) {
@@ -153,10 +154,16 @@ const VERSION = 'CONVEXOPSPGVERSION';
  * file read as fileFact reads it. Read in one batch with clusterFact, it is that cluster's file.
  */
 export function newestClusterFile(name: string): Fact<{ version?: string; state?: FileState }> {
-  const template = fileFact(`${confDir(VERSION)}/${name}`);
+  const path = `${confDir(VERSION)}/${name}`;
+  const template = fileFact(path);
+  // The parts around the version are plain words, which sh leaves as they are.
+  const withVersion = (text: string) => {
+    const [before, after] = text.split(VERSION) as [string, string];
+    return script`${sh`${before}`}"$v"${sh`${after}`}`;
+  };
   return {
     key: `postgres-newest:${name}`,
-    command: [NEWEST_CLUSTER, '[ -n "$v" ] || exit 0', 'echo "version $v"', template.command.replaceAll(VERSION, '"$v"')].join('\n'),
+    command: lines(NEWEST_CLUSTER, sh`[ -n "$v" ] || exit 0`, sh`echo "version $v"`, readFileScript(withVersion(path), withVersion(tempPrefix(path)))),
     parse: (out, code) => {
       const newline = out.indexOf('\n');
       const version = /^version (\S+)$/.exec(newline < 0 ? out : out.slice(0, newline))?.[1];
@@ -174,19 +181,19 @@ const POSTGRES_RELOAD_SECONDS = 10;
  * forks no session in the middle of a reload, so once a new session reports a newer time than
  * before, new connections meet the new pg_hba.conf. One subshell, so `&& …` can follow it.
  */
-export function reloadPostgresScript(): string {
+export function reloadPostgresScript(): Script {
   const psql = (sql: string) => sh`runuser -u postgres -- psql -XAtq -c ${sql}`;
-  return [
-    '(',
-    `before=$(${psql('select pg_conf_load_time()')}) || exit 1`,
-    `${psql('select pg_reload_conf()')} >/dev/null || exit 1`,
+  return lines(
+    sh`(`,
+    script`before=$(${psql('select pg_conf_load_time()')}) || exit 1`,
+    script`${psql('select pg_reload_conf()')} >/dev/null || exit 1`,
     exitWhen(
-      `now=$(${psql('select pg_conf_load_time()')}) && [ "$now" != "$before" ]`,
+      script`now=$(${psql('select pg_conf_load_time()')}) && [ "$now" != "$before" ]`,
       POSTGRES_RELOAD_SECONDS,
       `PostgreSQL did not load its configuration within ${POSTGRES_RELOAD_SECONDS} s after pg_reload_conf(), so pg_hba.conf may not be in force yet`,
     ),
-    ')',
-  ].join('\n');
+    sh`)`,
+  );
 }
 
 const noCluster = () => new Error('PostgreSQL is installed but no cluster was found under /etc/postgresql. Create one with pg_createcluster, then run again.');
@@ -207,12 +214,12 @@ export function planCluster({ cluster }: { cluster: ClusterState }): Change[] {
   if (cluster.online) return [];
   return [{
     label: `start PostgreSQL ${cluster.version}`,
-    script: `${serviceScript('postgresql', 'enable-start')}\n${exitWhen('pg_isready -q', POSTGRES_START_SECONDS, `PostgreSQL did not start within ${POSTGRES_START_SECONDS}s`)}`,
+    script: script`${serviceScript('postgresql', 'enable-start')}\n${exitWhen(sh`pg_isready -q`, POSTGRES_START_SECONDS, `PostgreSQL did not start within ${POSTGRES_START_SECONDS}s`)}`,
   }];
 }
 
 /** SQL run by the postgres superuser, read from stdin (a verifier in it stays out of `ps`). */
-const asPostgres = (label: string, sql: string): Change => ({ label, script: 'runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q', stdin: sql });
+const asPostgres = (label: string, sql: string): Change => ({ label, script: sh`runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -q`, stdin: sql });
 
 /** Our role with the password in .env, and our database owned by it; anyone else's is refused, never changed. */
 export function planRoleAndDatabase({ cluster, env }: { cluster: ClusterState; env: FileState }, host: Host): Change[] {

@@ -6,7 +6,7 @@ import type { Fact, Step } from '../step.ts';
 import { STATE_DIR } from '../step.ts';
 import { fileFact } from '../files.ts';
 import { fileChanges, phase } from '../plan.ts';
-import { sh } from '../shell.ts';
+import { lines, sh } from '../shell.ts';
 import { imagesFact } from './up.ts';
 import { CONTAINERS } from './docker.ts';
 import { backupEstimateFact, formatBytes } from './backup.ts';
@@ -35,12 +35,12 @@ export type RoleImages = Record<Role, RunningImage>;
 /** What each Convex container runs: its image reference, image ID, registry digests and labels. */
 export const runningImagesFact: Fact<Partial<RoleImages>> = {
   key: 'running-images',
-  command: [
+  command: lines(
     sh`for c in ${Object.values(CONTAINERS)}; do`,
-    `  line=$(docker inspect --format '{{.Id}}|{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.Image}}' "$c" 2>/dev/null) || continue`,
-    `  printf '%s|%s|%s\\n' "$c" "$line" "$(docker image inspect --format '{{join .RepoDigests ","}}|{{index .Config.Labels "org.opencontainers.image.version"}}|{{index .Config.Labels "org.opencontainers.image.revision"}}' "\${line##*|}" 2>/dev/null)"`,
-    'done',
-  ].join('\n'),
+    sh`  line=$(docker inspect --format '{{.Id}}|{{.State.Status}}|{{.State.StartedAt}}|{{.Config.Image}}|{{.Image}}' "$c" 2>/dev/null) || continue`,
+    sh`  printf '%s|%s|%s\\n' "$c" "$line" "$(docker image inspect --format '{{join .RepoDigests ","}}|{{index .Config.Labels "org.opencontainers.image.version"}}|{{index .Config.Labels "org.opencontainers.image.revision"}}' "\${line##*|}" 2>/dev/null)"`,
+    sh`done`,
+  ),
   parse: out => {
     const images: Partial<RoleImages> = {};
     for (const line of out.split('\n').filter(l => l.includes('|'))) {

@@ -13,7 +13,8 @@ import type { FileState } from '../files.ts';
 import { fileFact } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { phase } from '../plan.ts';
-import { sh } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
 import { BACKUP_ID, BACKUP_MADE, BACKUP_SCRIPT, backupProblemFact, backupScriptInline, backupsDir, installBackupScript, makeBackup } from './backup.ts';
 import type { DockerState } from './docker.ts';
 import { dockerState, requireCompose } from './docker.ts';
@@ -41,54 +42,54 @@ export function restoreRun(host: Host, id: string, now: Date): RestoreRun {
 
 /**
  * Runs `script`; when it fails, starts the backend again, says on stderr what is in place (the
- * sh words of `state`, which may read the host) and whether the backend runs, and fails.
+ * sh lines of `state`, which may read the host) and whether the backend runs, and fails.
  */
-function orRecover(script: string, compose: string, host: Host, state: string): string {
-  return [
-    `( ${script}\n)`,
-    'status=$?',
-    'if [ "$status" -ne 0 ]; then',
-    ...state.split('\n').map(line => `  ${line}`),
+function orRecover(run: Script, compose: string, host: Host, state: Script[]): Script {
+  return lines(
+    script`( ${run}\n)`,
+    sh`status=$?`,
+    sh`if [ "$status" -ne 0 ]; then`,
+    ...state.map(line => script`  ${line}`),
     sh`  if (cd ${host.root} && ${compose.split(' ')} up -d) >/dev/null 2>&1; then backend='The backend was started again.'`,
     sh`  else backend=${`Starting the backend again failed too: run up.ts --host ${host.name}.`}; fi`,
-    `  printf '%s %s\\n' "$state" "$backend" >&2`,
-    '  exit "$status"',
-    'fi',
-  ].join('\n');
+    sh`  printf '%s %s\\n' "$state" "$backend" >&2`,
+    sh`  exit "$status"`,
+    sh`fi`,
+  );
 }
 
 /** Renames within the volume (atomic per folder); on any error, what moved is moved back. */
-function swapScript(host: Host, { staging, aside }: RestoreRun): string {
-  return [
-    'set -e',
+function swapScript(host: Host, { staging, aside }: RestoreRun): Script {
+  return lines(
+    sh`set -e`,
     sh`v=${host.volume}; s=${staging}; a=${aside}`,
-    'mkdir -m 700 "$a"',
-    'undo() { for f in data storage; do if [ -e "$a/$f" ]; then rm -rf "${v:?}/$f"; mv "$a/$f" "$v/$f"; fi; done; }',
-    `trap undo EXIT`,
-    'for f in data storage; do',
-    '  if [ -e "$v/$f" ]; then mv "$v/$f" "$a/$f"; fi',
-    '  if [ -e "$s/$f" ]; then mv "$s/$f" "$v/$f"; else mkdir "$v/$f"; fi',
-    'done',
-    'trap - EXIT',
-    'rmdir "$s"',
-  ].join('\n');
+    sh`mkdir -m 700 "$a"`,
+    sh`undo() { for f in data storage; do if [ -e "$a/$f" ]; then rm -rf "\${v:?}/$f"; mv "$a/$f" "$v/$f"; fi; done; }`,
+    sh`trap undo EXIT`,
+    sh`for f in data storage; do`,
+    sh`  if [ -e "$v/$f" ]; then mv "$v/$f" "$a/$f"; fi`,
+    sh`  if [ -e "$s/$f" ]; then mv "$s/$f" "$v/$f"; else mkdir "$v/$f"; fi`,
+    sh`done`,
+    sh`trap - EXIT`,
+    sh`rmdir "$s"`,
+  );
 }
 
 /**
  * Where data and storage are after a swap that failed: its undo puts the previous folders back,
  * but what it could not move back is still aside. Read on the host, not assumed, so that the
- * message says what is really in place.
+ * message says what is really in place. One Script a line, for orRecover to indent.
  */
-function afterFailedSwap(host: Host, { id, aside }: RestoreRun): string {
+function afterFailedSwap(host: Host, { id, aside }: RestoreRun): Script[] {
   const folders = `${host.volume}/{data,storage}`;
   return [
     sh`left=$(for f in data storage; do if [ -e ${aside}/"$f" ]; then echo "$f"; fi; done)`,
-    'case $(echo $left | wc -w) in',
+    sh`case $(echo $left | wc -w) in`,
     sh`  0) state=${`The database is now that of ${id}, but the swap was undone, so the folders are the previous ones, which do not belong with that database: run the restore again.`} ;;`,
     sh`  1) state=${`The database is now that of ${id}, but the previous `}"$left"${` could not be moved back and is in ${aside}: look at ${folders} before running anything.`} ;;`,
     sh`  *) state=${`The database is now that of ${id}, but the previous data and storage could not be moved back and are in ${aside}: look at ${folders} before running anything.`} ;;`,
-    'esac',
-  ].join('\n');
+    sh`esac`,
+  ];
 }
 
 export interface RestoreFacts {
@@ -107,7 +108,7 @@ export function planRestore(facts: RestoreFacts, host: Host, run: RestoreRun): C
   if (facts.problem) throw new Error(`${facts.problem}. Nothing was changed.`);
   const compose = requireCompose(facts.docker);
   const inRoot = (...args: string[]) => sh`cd ${host.root} && ${compose.split(' ')} ${args}`;
-  const state = (words: string) => sh`state=${words}`;
+  const state = (words: string) => [sh`state=${words}`];
   return [
     ...installBackupScript(facts.script, host),
     // What is there now, so that a restore of the wrong backup, or one that fails half-way, can be undone.
@@ -143,7 +144,7 @@ function healthyThenTidy(host: Host, run: RestoreRun): Change {
   const { id, aside } = run;
   return {
     label: `wait until the backend is healthy, then remove the previous folders (${aside})`,
-    script: `( ${waitHealthyScript(host, { dashboard: true })}
+    script: script`( ${waitHealthyScript(host, { dashboard: true })}
 ) || exit 1
 ${sh`rm -rf ${aside}`}`,
     streams: true,

@@ -10,7 +10,8 @@ import type { FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { phase } from '../plan.ts';
 import type { RunResult } from '../ssh.ts';
-import { sh } from '../shell.ts';
+import { lines, sh } from '../shell.ts';
+import type { Script } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
 import { COMPOSE_MISSING, composeCommandOf, CONTAINERS, containersFact, dockerState } from './docker.ts';
 import type { ContainerState, DockerState } from './docker.ts';
@@ -31,7 +32,7 @@ export function imagesFact(host: Host): Fact<Map<string, string>> {
 
 const APPLIED = `${STATE_DIR}/compose-applied`;
 
-export const appliedFact: Fact<string> = { key: 'compose-applied', command: `cat ${APPLIED}`, parse: out => out.trim() };
+export const appliedFact: Fact<string> = { key: 'compose-applied', command: sh`cat ${APPLIED}`, parse: out => out.trim() };
 
 /** What compose turns into containers: its file plus the .env values it interpolates. */
 export function composeInputsHash(composeText: string, envText: string): string {
@@ -49,32 +50,32 @@ const FAILURE_MARK = '@@convex-ops-failure';
  *   shown CMD…       runs CMD, its output shown as it comes and kept for an error
  *   must WHAT CMD…   runs CMD, or fails with "<host>: WHAT failed (exit n):" and its last lines
  */
-function prelude(host: Host): string[] {
+function prelude(host: Host): Script[] {
   return [
     sh`host=${host.name}`,
-    'd=$(mktemp -d) || exit 1',
-    `trap 'rm -rf "$d"' EXIT`,
-    `fail() { printf '%s\\n' '${FAILURE_MARK}' "$@" >&2; exit 1; }`,
-    `shown() { { "$@" 2>&1; echo "$?" >"$d/rc"; } | tee "$d/out"; return "$(cat "$d/rc")"; }`,
-    'must() {',
-    '  what=$1; shift',
-    '  shown "$@" && return 0',
-    '  out=$(tail -n 15 "$d/out")',
-    '  fail "$host: $what failed (exit $(cat "$d/rc"))${out:+:}" "$out"',
-    '}',
+    sh`d=$(mktemp -d) || exit 1`,
+    sh`trap 'rm -rf "$d"' EXIT`,
+    sh`fail() { printf '%s\\n' '${FAILURE_MARK}' "$@" >&2; exit 1; }`,
+    sh`shown() { { "$@" 2>&1; echo "$?" >"$d/rc"; } | tee "$d/out"; return "$(cat "$d/rc")"; }`,
+    sh`must() {`,
+    sh`  what=$1; shift`,
+    sh`  shown "$@" && return 0`,
+    sh`  out=$(tail -n 15 "$d/out")`,
+    sh`  fail "$host: $what failed (exit $(cat "$d/rc"))\${out:+:}" "$out"`,
+    sh`}`,
   ];
 }
 
 /** The newest health check's exit code and last output line, e.g. "exit 1: curl: (22) … error: 500". */
-const LAST_HEALTH_CHECK = [
-  'last_health_check() {',
+const LAST_HEALTH_CHECK: Script[] = [
+  sh`last_health_check() {`,
   sh`  log=$(docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}{{println "@@check" .ExitCode}}{{println .Output}}{{end}}{{end}}' ${CONTAINERS.backend} 2>/dev/null) || { echo 'its health log cannot be read'; return; }`,
   // The last line: curl's progress meter (\r-separated) comes before its error.
-  `  printf '%s\\n' "$log" | tr '\\r' '\\n' | awk '`,
-  '    /^@@check / { code = $2; line = ""; next }',
-  '    { sub(/^[ \\t]+/, ""); sub(/[ \\t]+$/, ""); if ($0 != "") line = $0 }',
-  `    END { if (code == "") print "no health check result yet"; else print "exit " code ": " (line == "" ? "no output" : line) }'`,
-  '}',
+  sh`  printf '%s\\n' "$log" | tr '\\r' '\\n' | awk '`,
+  sh`    /^@@check / { code = $2; line = ""; next }`,
+  sh`    { sub(/^[ \\t]+/, ""); sub(/[ \\t]+$/, ""); if ($0 != "") line = $0 }`,
+  sh`    END { if (code == "") print "no health check result yet"; else print "exit " code ": " (line == "" ? "no output" : line) }'`,
+  sh`}`,
 ];
 
 /**
@@ -86,51 +87,51 @@ const LAST_HEALTH_CHECK = [
  * image (a promotion's candidate) is told in a minute, while a restart (which makes the health
  * "starting" again) starts the 30 s anew.
  */
-const WAIT_HEALTHY = [
-  'wait_healthy() {',
-  '  dashboard=$1 start=$(date +%s) baseline= unhealthy_since=',
-  '  while :; do',
-  '    now=$(date +%s)',
+const WAIT_HEALTHY: Script[] = [
+  sh`wait_healthy() {`,
+  sh`  dashboard=$1 start=$(date +%s) baseline= unhealthy_since=`,
+  sh`  while :; do`,
+  sh`    now=$(date +%s)`,
   sh`    set -- $(docker inspect --format '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' ${CONTAINERS.backend} 2>/dev/null)`,
-  '    status=${1:-} restarts=${2:-0} health=${3:-}',
-  '    baseline=${baseline:-$restarts}',
-  '    if [ "$status" = exited ] || [ $((restarts - baseline)) -ge 2 ]; then',
+  sh`    status=\${1:-} restarts=\${2:-0} health=\${3:-}`,
+  sh`    baseline=\${baseline:-$restarts}`,
+  sh`    if [ "$status" = exited ] || [ $((restarts - baseline)) -ge 2 ]; then`,
   sh`      fail "the backend is not staying up ($status, $restarts restarts). Last log lines:" "$(docker logs --tail 15 ${CONTAINERS.backend} 2>&1)" "Run scripts/doctor.ts --host $host for the cause."`,
-  '    fi',
-  '    if [ "$status" = running ] && [ "$health" = unhealthy ]; then',
-  '      unhealthy_since=${unhealthy_since:-$now}',
-  '      [ $((now - unhealthy_since)) -lt 30 ] || fail "the backend stays unhealthy: its health check keeps failing ($(last_health_check)). Run scripts/doctor.ts --host $host for the cause."',
-  '    else',
-  '      unhealthy_since=',
-  '    fi',
-  '    state="backend ${health:-$status}" and=',
-  '    if [ "$dashboard" = yes ]; then',
-  `      answer=$(curl -s -o /dev/null -w 'dashboard %{http_code}' --max-time 3 http://127.0.0.1:6791/)`,
-  `      state="$state; $answer" and=' and the dashboard to answer'`,
-  '    fi',
-  `    if [ "$health" = healthy ] && { [ "$dashboard" = no ] || [ "$answer" = 'dashboard 200' ]; }; then return 0; fi`,
-  '    echo "waiting for the backend to be healthy (${health:-$status})$and"',
-  '    [ $((now - start)) -lt 150 ] || fail "the backend did not become healthy within $((now - start))s ($state). Run scripts/doctor.ts --host $host."',
-  '    sleep 2',
-  '  done',
-  '}',
+  sh`    fi`,
+  sh`    if [ "$status" = running ] && [ "$health" = unhealthy ]; then`,
+  sh`      unhealthy_since=\${unhealthy_since:-$now}`,
+  sh`      [ $((now - unhealthy_since)) -lt 30 ] || fail "the backend stays unhealthy: its health check keeps failing ($(last_health_check)). Run scripts/doctor.ts --host $host for the cause."`,
+  sh`    else`,
+  sh`      unhealthy_since=`,
+  sh`    fi`,
+  sh`    state="backend \${health:-$status}" and=`,
+  sh`    if [ "$dashboard" = yes ]; then`,
+  sh`      answer=$(curl -s -o /dev/null -w 'dashboard %{http_code}' --max-time 3 http://127.0.0.1:6791/)`,
+  sh`      state="$state; $answer" and=' and the dashboard to answer'`,
+  sh`    fi`,
+  sh`    if [ "$health" = healthy ] && { [ "$dashboard" = no ] || [ "$answer" = 'dashboard 200' ]; }; then return 0; fi`,
+  sh`    echo "waiting for the backend to be healthy (\${health:-$status})$and"`,
+  sh`    [ $((now - start)) -lt 150 ] || fail "the backend did not become healthy within $((now - start))s ($state). Run scripts/doctor.ts --host $host."`,
+  sh`    sleep 2`,
+  sh`  done`,
+  sh`}`,
 ];
 
 /**
  * pull REF: pulls an image, again after 2, 4 and 8 s when the registry or the network failed;
  * at once fails when the image does not exist or may not be pulled.
  */
-const PULL = [
-  'pull() {',
-  '  delay=2',
-  '  until shown docker pull -q "$1"; do',
-  `    if [ "$delay" -gt 8 ] || grep -Eqi 'manifest unknown|not found|unauthorized|denied|invalid reference' "$d/out"; then`,
-  `      fail "$host: docker pull $1 failed (exit $(cat "$d/rc")):" "$(tail -n 15 "$d/out")"`,
-  '    fi',
-  '    echo "docker pull $1 failed; trying again in $delay s"',
-  '    sleep "$delay"; delay=$((delay * 2))',
-  '  done',
-  '}',
+const PULL: Script[] = [
+  sh`pull() {`,
+  sh`  delay=2`,
+  sh`  until shown docker pull -q "$1"; do`,
+  sh`    if [ "$delay" -gt 8 ] || grep -Eqi 'manifest unknown|not found|unauthorized|denied|invalid reference' "$d/out"; then`,
+  sh`      fail "$host: docker pull $1 failed (exit $(cat "$d/rc")):" "$(tail -n 15 "$d/out")"`,
+  sh`    fi`,
+  sh`    echo "docker pull $1 failed; trying again in $delay s"`,
+  sh`    sleep "$delay"; delay=$((delay * 2))`,
+  sh`  done`,
+  sh`}`,
 ];
 
 /**
@@ -140,9 +141,9 @@ const PULL = [
  * own wait) gives up on a backend still in the restart loop whose cause this run just fixed
  * (e.g. pg_hba.conf), where the bounded wait sees it come back.
  */
-export function startContainersScript(host: Host, compose: string, opts: { pull: string[]; appliedHash: string }): string {
+export function startContainersScript(host: Host, compose: string, opts: { pull: string[]; appliedHash: string }): Script {
   const command = compose.split(' ');
-  return [
+  return lines(
     ...prelude(host),
     ...LAST_HEALTH_CHECK,
     ...WAIT_HEALTHY,
@@ -150,16 +151,16 @@ export function startContainersScript(host: Host, compose: string, opts: { pull:
     ...opts.pull.map(ref => sh`pull ${ref}`),
     sh`cd ${host.root} || fail ${`${host.name}: cannot enter ${host.root}`}`,
     sh`must 'compose up backend' ${command} up -d backend`,
-    'wait_healthy no',
+    sh`wait_healthy no`,
     sh`must 'compose up' ${command} up -d`,
-    'wait_healthy yes',
+    sh`wait_healthy yes`,
     sh`{ mkdir -p ${STATE_DIR} && printf '%s\\n' ${opts.appliedHash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}; } || fail ${`${host.name}: recording the applied configuration in ${APPLIED} failed`}`,
-  ].join('\n');
+  );
 }
 
 /** The wait alone, for a step that starts the backend itself (restore). */
-export function waitHealthyScript(host: Host, { dashboard }: { dashboard: boolean }): string {
-  return [...prelude(host), ...LAST_HEALTH_CHECK, ...WAIT_HEALTHY, `wait_healthy ${dashboard ? 'yes' : 'no'}`].join('\n');
+export function waitHealthyScript(host: Host, { dashboard }: { dashboard: boolean }): Script {
+  return lines(...prelude(host), ...LAST_HEALTH_CHECK, ...WAIT_HEALTHY, sh`wait_healthy ${dashboard ? 'yes' : 'no'}`);
 }
 
 /** The error a start or wait script printed after FAILURE_MARK, if it failed on purpose. */
