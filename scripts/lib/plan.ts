@@ -84,15 +84,15 @@ export function phase<S extends FactSpec>(p: Phase<S>): Phase {
   return p as unknown as Phase;
 }
 
-/** The facts of a phase, flattened, to read in one command. */
-export function phaseFacts(p: Phase, host: Host): Array<Fact<unknown>> {
-  return Object.values(p.facts(host)).flat();
+/** The facts of a phase's FactSpec, flattened, to read in one command. */
+export function specFacts(spec: FactSpec): Array<Fact<unknown>> {
+  return Object.values(spec).flat();
 }
 
-/** A phase's fact values, read through `get` (the session's readings). */
-export function factValues(p: Phase, host: Host, get: (fact: Fact<unknown>) => unknown): FactValues<FactSpec> {
+/** The values of a FactSpec's facts, read through `get` (the session's readings). */
+export function factValues(spec: FactSpec, get: (fact: Fact<unknown>) => unknown): FactValues<FactSpec> {
   const out: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(p.facts(host))) out[name] = Array.isArray(spec) ? spec.map(get) : get(spec);
+  for (const [name, facts] of Object.entries(spec)) out[name] = Array.isArray(facts) ? facts.map(get) : get(facts);
   return out as FactValues<FactSpec>;
 }
 

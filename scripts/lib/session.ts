@@ -5,7 +5,7 @@ import { Connection, RemoteError } from './ssh.ts';
 import { acquireRunLock } from './lock.ts';
 import { factsScript, gatherFacts, HostMemo, Readings, recordFacts, SkipStep, pendingHandlers } from './step.ts';
 import type { Fact, Step, StepResult } from './step.ts';
-import { changeScript, factValues, phaseFacts } from './plan.ts';
+import { changeScript, factValues, specFacts } from './plan.ts';
 import type { Change } from './plan.ts';
 import type { Check } from './check.ts';
 import { isProbeKey, probeFacts, runChecks } from './check.ts';
@@ -102,7 +102,7 @@ export class HostSession {
   factsFor(steps: Step[], phase: PhaseOptions = {}): Array<Fact<unknown>> {
     const host = phase.host ?? this.host;
     const probes = phase.checks && !this.options.dryRun ? probeFacts(phase.checks, host) : [];
-    return [pendingHandlers, ...steps.flatMap(s => [...(s.facts?.(host) ?? []), ...s.phases.flatMap(p => phaseFacts(p, host))]), ...probes];
+    return [pendingHandlers, ...steps.flatMap(s => [...(s.facts?.(host) ?? []), ...s.phases.flatMap(p => specFacts(p.facts(host)))]), ...probes];
   }
 
   /** Runs steps in order, stopping at the first failure. Facts for all of them are read at once. */
@@ -170,11 +170,13 @@ export class HostSession {
   private async applyPhases(step: Step, host: Host, conn: Connection, outcome: Outcome): Promise<string | void> {
     const { phases } = step;
     const progress = (text: string) => this.options.reporter.progress(this.host.name, step.name, text);
+    // Each phase's facts are made once: a step with several phases reads them phase after phase.
+    const specs = phases.map(p => p.facts(host));
     let ok: string | undefined;
     for (const [i, phase] of phases.entries()) {
-      const unread = phases.slice(i).flatMap(p => phaseFacts(p, host)).filter(f => !this.cache.has(f.key));
+      const unread = specs.slice(i).flatMap(specFacts).filter(f => !this.cache.has(f.key));
       await gatherFacts(conn, unread, this.cache);
-      const facts = factValues(phase, host, fact => this.cache.get(fact));
+      const facts = factValues(specs[i]!, fact => this.cache.get(fact));
       let changes;
       try {
         changes = phase.plan(facts, host);
