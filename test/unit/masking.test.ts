@@ -58,6 +58,16 @@ test('a short secret is masked wherever it stands as a value, and not inside oth
   assert.equal(redact('k9!x stays, and so does xk9!'), 'k9!x stays, and so does xk9!');
 });
 
+test('text without escapes (searched literally) and text with them (the full expression) mask the same', () => {
+  const hex = 'a1b2c3d4e5f60718293a4b5c6d7e8f90';
+  registerSecret(hex);
+  registerSecret(SHORT);
+  assert.equal(redact(`INSTANCE_SECRET=${hex} ok`), 'INSTANCE_SECRET=******** ok');
+  assert.equal(redact(`INSTANCE_SECRET=${hex} 100%25 \\ ok`), 'INSTANCE_SECRET=******** 100%25 \\ ok');
+  assert.equal(redact(`${SHORT} x${SHORT} ${SHORT}y (${SHORT})`), `******** x${SHORT} ${SHORT}y (********)`);
+  assert.equal(redact(`${SHORT} x${SHORT} ${SHORT}y (${SHORT}) %25`), `******** x${SHORT} ${SHORT}y (********) %25`);
+});
+
 test('diffs of any file are masked: .env values always, other files wherever a secret shows', () => {
   registerSecret(PASSWORD);
   const env = maskedEnvDiff('/opt/convex/.env', '', `POSTGRES_PASSWORD=${PASSWORD}\n`);
