@@ -118,8 +118,9 @@ export async function ensureBaseImage(suite = HOST_SUITE): Promise<string> {
   const tag = `${IMAGE_REPO}/base:${hashOf(recipe)}`;
   return ensureImage(tag, async () => {
     await ensureHostPackages(); // debootstrap
-    const rootfs = path.join(cacheDir, `rootfs-${process.pid}-${Date.now()}`);
     await fs.mkdir(cacheDir, { recursive: true });
+    // mkdtemp: one process may build two suites at once (Debian 12 and 13), in the same millisecond.
+    const rootfs = await fs.mkdtemp(path.join(cacheDir, 'rootfs-'));
     try {
       await run('debootstrap', ['--variant=minbase', suite, rootfs, mirrors.debian]);
       await fs.writeFile(path.join(rootfs, 'etc/apt/sources.list'), sourcesList);
@@ -152,8 +153,8 @@ async function importRootfs(rootfs: string, tag: string): Promise<void> {
 async function ensureBuiltImage(kind: string, base: string, files: Record<string, string>): Promise<string> {
   const tag = `${IMAGE_REPO}/${kind}:${hashOf({ base, files })}`;
   return ensureImage(tag, async () => {
-    const context = path.join(cacheDir, `build-${kind}-${process.pid}-${Date.now()}`);
-    await fs.mkdir(context, { recursive: true });
+    await fs.mkdir(cacheDir, { recursive: true });
+    const context = await fs.mkdtemp(path.join(cacheDir, `build-${kind}-`));
     try {
       for (const [name, text] of Object.entries(files)) {
         await fs.writeFile(path.join(context, name), text.replaceAll('@BASE@', base), { mode: 0o755 });
