@@ -137,7 +137,8 @@ export async function seedOrPush(opts: {
   for (const image of opts.images) await pushToRegistry(opts.registry.pushPrefix, image.localRef, image.repoAndTag);
   // Snapshot for the next fleets: copy aside, then rename into place (all or nothing).
   await fs.mkdir(SEEDS_DIR, { recursive: true });
-  const partial = `${seed}.partial-${process.pid}`;
+  // mkdtemp: two fleets of one process may push the same seed at once.
+  const partial = await fs.mkdtemp(`${seed}.partial-`);
   await fs.cp(opts.storageDir, partial, { recursive: true });
   await fs.rename(partial, seed).catch(() => fs.rm(partial, { recursive: true, force: true }));
   await pruneSeeds();
