@@ -14,7 +14,10 @@
 //      - start-up: `npx zx scripts/install.ts --help` (our modules loaded, nothing connected);
 //      - the no-op install: `npx zx scripts/install.ts --host … --json`, with the SSH
 //        connections and remote commands per host from its JSON;
-//   4. written to test/bench/results.json and results.md, and printed.
+//   4. side by side with Ansible (issue 21, side-by-side.ts): test/bench/ansible/install.yml on a
+//      twin droplet against install.ts on b01, no-op runs alternating, with the CPU each run costs
+//      the droplet read from its cgroup, and that CPU attributed to the pieces of the run;
+//   5. written to test/bench/results.json and results.md, and printed.
 //
 // Every measured install must be a real no-op (nothing changed, nothing failed), else the bench
 // says so and exits 1. Memory: each run goes through /usr/bin/time, whose maximum resident set
@@ -31,6 +34,8 @@ import { parseArgs } from 'node:util';
 import { fleetDown, fleetUp } from '../fleet/index.ts';
 import type { Fleet } from '../fleet/index.ts';
 import { repoRoot } from '../fleet/paths.ts';
+import { sideBySide, sideBySideMarkdown } from './side-by-side.ts';
+import { median, round } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -46,11 +51,15 @@ if (values.help) {
 const RUNS = Math.max(1, Number(values.runs));
 const FLEET = 'bench';
 const SIZES = [1, 5, 10];
-const DROPLETS = Array.from({ length: 10 }, (_, i) => ({ name: `b${String(i + 1).padStart(2, '0')}` }));
+const MEASURED = Array.from({ length: 10 }, (_, i) => ({ name: `b${String(i + 1).padStart(2, '0')}` }));
+/** Ansible's twin of b01 for the side-by-side figure (side-by-side.ts); paused until then. */
+const TWIN = 'twin';
+const DROPLETS = [...MEASURED, { name: TWIN }];
 const OUT_DIR = path.join(repoRoot, 'test', 'bench');
 const TIME = '/usr/bin/time';
 
-const TARGETS = { oneHostOverFloor: 0.5, tenHostsOverFloor: 1.0, commandsPerHost: 12, connectionsPerHost: 1, peakMemoryMB: 150 };
+// Issue 21's targets on this machine.
+const TARGETS = { oneHostOverFloor: 0.25, tenHostsOverFloor: 3.0, commandsPerHost: 1, connectionsPerHost: 1, peakMemoryMB: 150, ansibleRatio: 10, dropletCpuSeconds: 0.3 };
 
 interface Measured {
   wall: number;
@@ -82,12 +91,6 @@ async function measure(args: string[]): Promise<Measured> {
   return { wall, maxRssMB: kb! / 1024, cpu: user! + system!, ...result };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const round = (x: number, digits = 2) => Number(x.toFixed(digits));
 const load = () => os.loadavg().map(l => round(l, 2)) as [number, number, number];
 
 interface HostJson { host: string; connections: number; commands: number; seconds: number; recap: { ok: number; changed: number; failed: number; skipped: number }; steps: Array<{ step: string; status: string; detail: string; seconds: number }> }
@@ -203,7 +206,10 @@ async function upWithRetry(): Promise<Fleet> {
 }
 const fleet = await upWithRetry();
 const inventory = fleet.inventoryPath;
-const names = DROPLETS.map(d => d.name);
+const names = MEASURED.map(d => d.name);
+const twinContainer = fleet.droplets[TWIN]!.container;
+const twinPaused = () => execFileSync('docker', ['inspect', '--format', '{{.State.Paused}}', twinContainer], { encoding: 'utf8' }).trim() === 'true';
+if (!twinPaused()) execFileSync('docker', ['pause', twinContainer]);
 
 const paused = new Set<string>();
 /** Pauses every droplet but the first N (docker pause freezes them; unpause resumes them as they were). */
@@ -301,6 +307,23 @@ try {
   process.stderr.write('[bench] memory breakdown: one more run on 10 hosts, polling /proc\n');
   const breakdown = await memoryBreakdown(['zx', 'scripts/install.ts', '--inventory', inventory, '--host', names.join(','), '--json']);
 
+  // Issue 21: against Ansible on a twin droplet, with only the two of them running.
+  runOnly(1);
+  execFileSync('docker', ['unpause', twinContainer]);
+  await new Promise(resolve => setTimeout(resolve, 10_000));
+  const side = await sideBySide({
+    fleet,
+    toolHost: names[0]!,
+    twin: TWIN,
+    rounds: RUNS,
+    runTool: async () => {
+      const m = await measure(install(1));
+      const [host] = parseRun(m, 'side by side');
+      if (!host || host.recap.changed || host.recap.failed) throw new Error(`install.ts on ${names[0]} was not a no-op:\n${m.stdout.slice(-1500)}`);
+    },
+  });
+  const dropletCpu = round(side.tool.droplet + side.tool.nested, 3);
+
   // Context for the figures: other engineers' fleets share this machine's CPUs.
   const otherContainers = execFileSync('docker', ['ps', '--format', '{{.Label "convex-ops.fleet"}}'], { encoding: 'utf8' })
     .split('\n')
@@ -314,6 +337,8 @@ try {
     { target: 'remote commands per host', limit: `≤ ${TARGETS.commandsPerHost}`, measured: installs.flatMap(i => i.commandsPerHost).filter((v, i, a) => a.indexOf(v) === i).join(', '), met: installs.every(i => i.commandsPerHost.every(c => c <= TARGETS.commandsPerHost)) },
     { target: 'SSH connections per host', limit: `= ${TARGETS.connectionsPerHost}`, measured: installs.flatMap(i => i.connectionsPerHost).filter((v, i, a) => a.indexOf(v) === i).join(', '), met: installs.every(i => i.connectionsPerHost.every(c => c === TARGETS.connectionsPerHost)) },
     { target: 'peak memory, 10 hosts', limit: `≤ ${TARGETS.peakMemoryMB} MB`, measured: `${ten.maxRssMB.max} MB`, met: ten.maxRssMB.max <= TARGETS.peakMemoryMB },
+    { target: 'Ansible\'s no-op over the tool\'s', limit: `≥ ${TARGETS.ansibleRatio}× (12× stretch)`, measured: `${side.ratio}×`, met: side.ratio >= TARGETS.ansibleRatio },
+    { target: 'droplet CPU per no-op run', limit: `≤ ${TARGETS.dropletCpuSeconds} CPU-s`, measured: `${dropletCpu} CPU-s (droplet ${side.tool.droplet} + nested ${side.tool.nested})`, met: dropletCpu <= TARGETS.dropletCpuSeconds },
   ];
 
   const git = (...args: string[]) => execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8' });
@@ -330,6 +355,7 @@ try {
     startup,
     installs,
     memoryBreakdown10Hosts: breakdown,
+    sideBySide: side,
     noopProblems,
     targets,
     benchSeconds: Math.round((Date.now() - benchStarted) / 1000),
@@ -356,7 +382,7 @@ try {
       ];
     }),
     '',
-    row(['target (issue 8)', 'limit', 'measured', 'met']),
+    row(['target (issues 8 and 21)', 'limit', 'measured', 'met']),
     row(['---', '---', '---', '---']),
     ...targets.map(t => row([t.target, t.limit, t.measured, t.met ? 'yes' : '**no**'])),
     '',
@@ -364,6 +390,7 @@ try {
     '',
     noopProblems.length ? `**Not a no-op:** ${noopProblems.join('; ')}` : 'Every measured install was a no-op: nothing changed, nothing failed.',
     '',
+    ...sideBySideMarkdown(side),
     'Reproduce: `npm run bench` (add `-- --keep` to leave the fleet up for the next run).',
     '',
   ].join('\n');
@@ -372,6 +399,7 @@ try {
   if (noopProblems.length) process.exitCode = 1;
 } finally {
   runOnly(names.length);
+  if (twinPaused()) execFileSync('docker', ['unpause', twinContainer]);
   if (!values.keep) {
     process.stderr.write(`[bench] removing fleet ${FLEET} (--keep leaves it up)\n`);
     await fleetDown(FLEET);
