@@ -93,3 +93,19 @@ test('a droplet running another instance is refused without --force-replace, and
   assert.equal(await sh('fresh', "docker inspect --format '{{.State.StartedAt}}' convex-backend"), before);
   assert.match(await sh('fresh', 'cat /opt/convex/.env'), /^INSTANCE_SECRET=0{64}$/m);
 });
+
+test('a snapshot that does not exist, or a damaged repository, is refused and changes nothing', async () => {
+  const inventory = await fleet.writeInventory('other', { hosts: { fresh: { backup } } });
+  const state = () => sh('fresh', "sha256sum /opt/convex/.env; docker inspect --format '{{.State.StartedAt}}' convex-backend; ls -A /mnt/convex_fresh /opt/convex/backups");
+  const before = await state();
+  const unknown = await fleet.runScript('restore.ts', ['--host', 'fresh', '--inventory', inventory, '--from-repository', '--snapshot', 'deadbeef', '--force-replace', '--yes'], env);
+  assert.equal(unknown.code, 1, output(unknown));
+  assert.match(unknown.stdout, /fresh\s+fetch-snapshot\s+failed.*cannot restore snapshot deadbeef from sftp:convex-backup@vault\.test:\/srv\/convex/s);
+  // Every pack of the repository damaged in its middle: restic's authentication refuses the data.
+  await fleet.exec('vault', "for f in $(find /srv/convex/data -type f); do printf 'damage!!' | dd of=\"$f\" bs=1 seek=64 conv=notrunc status=none; done");
+  const damaged = await fleet.runScript('restore.ts', ['--host', 'fresh', '--inventory', inventory, '--from-repository', '--force-replace', '--yes'], env);
+  assert.equal(damaged.code, 1, output(damaged));
+  assert.match(damaged.stdout, /fresh\s+fetch-snapshot\s+failed.*cannot restore snapshot latest from sftp:convex-backup@vault\.test:\/srv\/convex/s);
+  assert.doesNotMatch(damaged.stdout, /fresh\s+(docker|postgres|restore)\s/, 'nothing after the fetch ran');
+  assert.equal(await state(), before);
+});
