@@ -9,7 +9,7 @@ import { installSteps } from './lib/runbooks.ts';
 import { restoreSteps, restoreUsageProblem } from './lib/steps/restore.ts';
 import { directories } from './lib/steps/directories.ts';
 import { offsiteOf } from './lib/steps/offsite.ts';
-import { FETCHED_BACKUP, fetchSnapshot, recoveredEnv, snapshotUsageProblem } from './lib/steps/recovery.ts';
+import { FETCHED_BACKUP, fetchSnapshot, snapshotUsageProblem } from './lib/steps/recovery.ts';
 import { allChecks } from '../checks/index.ts';
 
 const spec = {
@@ -50,9 +50,7 @@ await runOffsite(
   args,
   'restore',
   async (session, pinned, run) => {
-    const force = Boolean(args['force-replace']);
-    const steps = [directories, fetchSnapshot(String(args.snapshot ?? 'latest'), pinned, force), recoveredEnv(force)];
-    if (!(await session.run(steps))) return;
+    if (!(await session.run([directories, fetchSnapshot(String(args.snapshot ?? 'latest'), pinned, Boolean(args['force-replace']))]))) return;
     // A dry run fetched nothing: what follows depends on the snapshot.
     const id = session.memo.get(FETCHED_BACKUP);
     if (!id) return;

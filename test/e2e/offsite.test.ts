@@ -93,6 +93,13 @@ test('backup.ts copies the backup and .env off-host: the vault prepared, the key
 
 test('a second backup prepares nothing again; --list shows local and off-host snapshots with times and sizes; --verify checks', async () => {
   const inventory = await fleet.writeInventory('offsite', offsite());
+  // A dry run lists the backup and the copy, and makes neither.
+  const [locals, copies] = [await localBackups(), await snapshots()];
+  const dry = await fleet.runScript('backup.ts', ['--host', 'solo', '--inventory', inventory, '--check'], env);
+  assert.equal(dry.code, 2, output(dry));
+  assert.match(dry.stdout, /solo\s+backup\s+changed\s+[\d.]+s\s+would: make a backup .*; copy the backup and \.env to sftp:convex-backup@vault\.test:\/srv\/convex/);
+  assert.deepEqual([await localBackups(), await snapshots()], [locals, copies]);
+
   const run = await fleet.runScript('backup.ts', ['--host', 'solo', '--inventory', inventory, '--verify'], env);
   assert.equal(run.code, 0, output(run));
   assert.match(run.stdout, /vault\s+backup-target\s+ok/);

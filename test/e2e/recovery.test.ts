@@ -47,6 +47,12 @@ test('a destroyed droplet is rebuilt from the off-host repository on a fresh one
   await docker(['rm', '-f', '-v', container]);
   await docker(['volume', 'rm', `${container}-data`]);
 
+  // A dry run changes nothing on the fresh droplet, and says what it would do.
+  const dry = await fleet.runScript('restore.ts', ['--host', 'fresh', '--inventory', inventory, '--from-repository', '--check'], env);
+  assert.equal(dry.code, 2, output(dry));
+  assert.match(dry.stdout, /fresh\s+fetch-snapshot\s+changed\s+[\d.]+s\s+would: .*fetch the newest snapshot of convex-self-hosted/);
+  assert.equal(await sh('fresh', 'ls -A /opt/convex /root/.ssh/convex-ops-backup_ed25519 2>/dev/null | wc -l; command -v restic || true'), '0');
+
   const started = Date.now();
   const { result: restore, seen } = await sampled(['fresh', 'vault'], () =>
     fleet.runScript('restore.ts', ['--host', 'fresh', '--inventory', inventory, '--from-repository', '--yes'], env),
@@ -55,7 +61,7 @@ test('a destroyed droplet is rebuilt from the off-host repository on a fresh one
   assert.equal(restore.code, 0, output(restore));
   process.stderr.write(`[recovery] bare droplet to a serving, restored backend: ${seconds.toFixed(0)} s\n`);
   assert.match(restore.stdout, /fresh\s+fetch-snapshot\s+changed.*fetched the newest snapshot of convex-self-hosted .*backup \d{8}T\d{6}Z \(verified\)/);
-  assert.match(restore.stdout, /fresh\s+recovered-env\s+changed/);
+  assert.match(restore.stdout, /fresh\s+fetch-snapshot\s+changed.*create \.env from the snapshot .*remove \/var\/lib\/convex-ops\/snapshot\.env/);
   assert.match(restore.stdout, /fresh\s+restore\s+changed.*restore database convex_self_hosted/);
   assert.match(restore.stdout, /fresh\s+check backend-healthy\s+ok/);
 

@@ -35,6 +35,9 @@ test('fetch: the host key pinned, then the snapshot fetched with the password on
     assert.equal(fetch.after!('convex-ops-backup: …\nFETCHED 20261202T031700Z\n', memo), 'fetched the newest snapshot of swarm-dev from sftp:convex-backup@vault.test:/srv/convex: backup 20261202T031700Z (verified) in /opt/convex/backups/20261202T031700Z, its .env in /var/lib/convex-ops/snapshot.env');
     assert.equal(memo.get(FETCHED_BACKUP), '20261202T031700Z');
     assert.throws(() => fetch.after!('nothing\n', new HostMemo()), /finished without naming the backup it fetched/);
+    // Then, read after the fetch, its .env put in place (the plan below).
+    const env = fetchSnapshot('latest', undefined).phases[1]!.plan({ fetched: file('INSTANCE_SECRET=s\n', '600'), current: absent } as never, host);
+    assert.deepEqual(labels(env), ['create .env from the snapshot (its INSTANCE_SECRET and database credentials)', 'remove /var/lib/convex-ops/snapshot.env']);
   } finally {
     delete process.env.TEST_RESTIC_PW;
   }

@@ -28,7 +28,7 @@ export function snapshotUsageProblem(snapshot: unknown): string | undefined {
 /**
  * Fetches the snapshot (the instance's newest for "latest"): verified before anything is kept,
  * and refused (by the script, which compares the secrets without showing them) on a droplet whose
- * .env holds another INSTANCE_SECRET, unless `forceReplace`.
+ * .env holds another INSTANCE_SECRET, unless `forceReplace`; then puts its .env in place.
  */
 export function fetchSnapshot(snapshot: string, pinned: string | undefined, forceReplace = false): Step {
   return {
@@ -53,6 +53,11 @@ export function fetchSnapshot(snapshot: string, pinned: string | undefined, forc
           };
           return [...installBackupScript(script, host), ...knownHostsChanges(knownHosts, host, pinned), fetch];
         },
+      }),
+      // Read once the fetch has run (a dry run, which fetched nothing, stops before it).
+      phase({
+        facts: (host: Host) => ({ fetched: fileFact(FETCHED_ENV), current: fileFact(envPath(host)) }),
+        plan: (facts, host) => planRecoveredEnv(facts, host, forceReplace),
       }),
     ],
   };
@@ -83,17 +88,4 @@ export function planRecoveredEnv(facts: RecoveredEnvFacts, host: Host, forceRepl
     );
   }
   return [{ label: `keep the other instance's .env as ${aside}`, script: sh`cp -p ${envPath(host)} ${aside}` }, ...write];
-}
-
-export function recoveredEnv(forceReplace: boolean): Step {
-  return {
-    name: 'recovered-env',
-    phases: [
-      phase({
-        facts: (host: Host) => ({ fetched: fileFact(FETCHED_ENV), current: fileFact(envPath(host)) }),
-        plan: (facts, host) => planRecoveredEnv(facts, host, forceReplace),
-        ok: () => '.env is the snapshot\'s (same INSTANCE_SECRET: the old admin key works)',
-      }),
-    ],
-  };
 }
