@@ -13,10 +13,23 @@
 #                                not rotate away the backup about to be restored)
 #   convex-ops-backup estimate   print the bytes a backup needs and the bytes free for it
 #   convex-ops-backup verify ID  check SHA256SUMS and that pg_restore can read the dump
-#   convex-ops-backup list       print the good backups, oldest first
+#   convex-ops-backup list       print the good backups, oldest first, each with its size in bytes
 #   convex-ops-backup restore-database ID
 #                                replace the database with the backup's, in one transaction
 #                                (restore.ts runs it with the backend stopped, after verify)
+#   convex-ops-backup scheduled  what the daily job runs: run, then (with a repository) offsite
+#                                and check, the password read from $SECRETS
+#
+# Off-host copies with restic, each reading the repository password (and any credentials) as
+# sh assignments from SECRETS, a file or "-" for stdin, so that they never reach a command line:
+#   convex-ops-backup offsite SECRETS         copy the backup the last run made (the folder and
+#                                <root>/.env) to the repository, then forget --prune by retention
+#   convex-ops-backup check SECRETS           restic check, reading a sample of the data
+#   convex-ops-backup snapshots SECRETS       the instance's snapshots and their sizes (JSON)
+#   convex-ops-backup fetch SECRETS SNAPSHOT [--force-replace]
+#                                restore a snapshot's backup into <root>/backups/<id> and its .env
+#                                into $FETCHED_ENV, after verifying it; refused where .env holds
+#                                another INSTANCE_SECRET, unless --force-replace
 #
 # A backup is good only once it is complete and verified: it is made in a hidden folder and
 # renamed to its id at the very end, so a failed or interrupted backup never looks like one.
@@ -33,9 +46,22 @@ PG_USER={{pg_user}}
 # libpq settings of an external server (host, port, user, database, verified TLS), values quoted.
 PG_CONNINFO={{pg_conninfo}}
 KEEP={{keep}}
+# Off-host copies (empty repository: none).
+OFFSITE_REPOSITORY={{repository}}
+OFFSITE_HOST={{host_name}}
+INSTANCE={{instance}}
+KEEP_DAILY={{keep_daily}}
+KEEP_WEEKLY={{keep_weekly}}
+KEEP_MONTHLY={{keep_monthly}}
+# The ssh command restic runs for an sftp: repository: the droplet's own key, the pinned host key.
+SFTP_COMMAND={{sftp_command}}
+SECRETS={{secrets}}
+FETCHED_ENV={{fetched_env}}
 
 BACKUPS="$ROOT/backups"
 LOCK=/var/lib/convex-ops/backup.lock
+# The id of the backup the last run made: what `offsite` copies.
+LAST=/var/lib/convex-ops/last-backup
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C PATH
 umask 077
@@ -174,11 +200,15 @@ rotate() {
   done
 }
 
-run() {
-  [ "$KEEP" -ge 1 ] || KEEP=1
+take_lock() {
   mkdir -p "$BACKUPS" "${LOCK%/*}"
   exec 8>>"$LOCK"
   flock -w 3600 8 || fail "another backup has held $LOCK for an hour"
+}
+
+run() {
+  [ "$KEEP" -ge 1 ] || KEEP=1
+  take_lock
   # Whatever a killed backup left behind (we hold the lock, so none is running).
   rm -rf "$BACKUPS"/.partial-*
 
@@ -222,7 +252,115 @@ EOF
   mv "$partial" "$BACKUPS/$id"
   trap - EXIT
   echo "BACKUP $id $(du -sb "$BACKUPS/$id" | cut -f1)"
-  [ "${1:-}" = --no-rotate ] || rotate "$id"
+  [ "${1:-}" = --no-rotate ] || { printf '%s\n' "$id" >"$LAST"; rotate "$id"; }
+}
+
+# ----------------------------------------------------------------------------- off-host (restic)
+
+# The password and credentials as sh assignments (values quoted by convex-ops), exported for restic
+# alone: restic reads RESTIC_PASSWORD and the S3-type variables from its environment.
+load_secrets() {
+  [ -n "$OFFSITE_REPOSITORY" ] || fail "no [backup] repository is set for this host in the inventory"
+  from=$1
+  [ "$from" = - ] && from=/dev/stdin
+  [ -r "$from" ] || fail "cannot read the repository password from $1"
+  set -a
+  . "$from"
+  set +a
+  [ -n "${RESTIC_PASSWORD:-}" ] || fail "no repository password in $1"
+  RESTIC_REPOSITORY=$OFFSITE_REPOSITORY
+  RESTIC_CACHE_DIR=/var/cache/convex-ops-restic
+  export RESTIC_REPOSITORY RESTIC_CACHE_DIR
+}
+
+rs() {
+  if [ -n "$SFTP_COMMAND" ]; then restic -o "sftp.command=$SFTP_COMMAND" "$@"; else restic "$@"; fi
+}
+
+# The last lines restic wrote, on one line, for an error message.
+last_words() { printf '%s' "$1" | tail -n 3 | tr '\n' ' '; }
+
+# Opens the repository, or creates it when there is none; a wrong password or an unreachable
+# target is an error, never a reason to create one.
+open_repository() {
+  if out=$(rs cat config 2>&1 >/dev/null); then return 0; fi
+  case $out in
+    *"Is there a repository at the following location"* | *"repository does not exist"*) ;;
+    *) fail "cannot open the restic repository $OFFSITE_REPOSITORY: $(last_words "$out")" ;;
+  esac
+  say "creating the restic repository $OFFSITE_REPOSITORY"
+  out=$(rs init 2>&1) || fail "cannot create the restic repository $OFFSITE_REPOSITORY: $(last_words "$out")"
+  echo "INITIALIZED"
+}
+
+offsite() {
+  load_secrets "$1"
+  take_lock
+  id=$(cat "$LAST" 2>/dev/null) || fail "no backup has been made here yet ($LAST is missing)"
+  is_good "$BACKUPS/$id" || fail "the last backup, $id, is not a good backup in $BACKUPS"
+  open_repository
+  # The real folders (<root> is a symlink to the volume), so the snapshot holds them, not the link.
+  real=$(cd "$ROOT" && pwd -P)
+  say "copying backup $id and $ROOT/.env to $OFFSITE_REPOSITORY"
+  out=$(rs backup --host "$OFFSITE_HOST" --tag convex-ops --tag "instance:$INSTANCE" --tag "backup:$id" \
+    "$real/backups/$id" "$real/.env" 2>&1) || fail "restic backup of $id failed: $(last_words "$out")"
+  echo "SNAPSHOTS $(rs snapshots --json --host "$OFFSITE_HOST" --tag "backup:$id")"
+  # One group per host and instance: each snapshot's paths differ (the backup's id), so restic's
+  # default grouping by paths would keep every snapshot.
+  out=$(rs forget --json --group-by host --host "$OFFSITE_HOST" --tag "instance:$INSTANCE" \
+    --keep-daily "$KEEP_DAILY" --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" 2>/dev/null) || fail "restic forget failed"
+  echo "FORGET $out"
+  case $out in
+    *'"remove":[{'*) rs prune >&2 || fail "restic prune failed" ;;
+  esac
+}
+
+check_repository() {
+  load_secrets "$1"
+  open_repository
+  out=$(rs check --read-data-subset=10% 2>&1) || fail "restic check found a problem in $OFFSITE_REPOSITORY: $(last_words "$out")"
+  echo "CHECKED"
+}
+
+snapshots() {
+  load_secrets "$1"
+  list=$(rs snapshots --json --tag "instance:$INSTANCE" 2>&1) || fail "cannot list the snapshots in $OFFSITE_REPOSITORY: $(last_words "$list")"
+  echo "SNAPSHOTS $list"
+  for short in $(printf '%s' "$list" | grep -o '"short_id":"[0-9a-f]*"' | cut -d'"' -f4); do
+    echo "SIZE $short $(rs stats --json --mode restore-size "$short")"
+  done
+}
+
+# A snapshot's backup into <root>/backups/<id> (unless it is there already) and its .env into
+# FETCHED_ENV, both verified first; the staging folder is removed whatever happens.
+fetch() {
+  load_secrets "$1"
+  snapshot=$2
+  force=${3:-}
+  staging="$VOLUME/.convex-ops-fetch"
+  rm -rf "$staging"
+  mkdir -m 700 "$staging"
+  trap 'rm -rf "$staging"' EXIT
+  if [ "$snapshot" = latest ]; then set -- latest --tag "instance:$INSTANCE"; else set -- "$snapshot"; fi
+  out=$(rs restore "$@" --target "$staging" 2>&1) || fail "cannot restore snapshot $snapshot from $OFFSITE_REPOSITORY: $(last_words "$out")"
+  manifest=$(find "$staging" -path '*/backups/*/manifest' -type f | head -n 1)
+  env=$(find "$staging" -name .env -type f | head -n 1)
+  [ -n "$manifest" ] && [ -n "$env" ] || fail "snapshot $snapshot holds no convex-ops backup with its .env"
+  dir=${manifest%/manifest}
+  id=${dir##*/}
+  # The dump is read with pg_restore by the restore that follows, once the install has put
+  # PostgreSQL on a fresh droplet; restic has authenticated every byte, the checksums say it is whole.
+  (cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS) >&2 || fail "snapshot $snapshot: backup $id does not match its SHA256SUMS: it is damaged"
+  grep -q '^INSTANCE_SECRET=.' "$env" || fail "snapshot $snapshot: its .env holds no INSTANCE_SECRET"
+  # Another instance's secret here: its data would be replaced. Compared in the shell, never shown.
+  current=$(sed -n 's/^INSTANCE_SECRET=//p' "$ROOT/.env" 2>/dev/null || true)
+  if [ -n "$current" ] && [ "$current" != "$(sed -n 's/^INSTANCE_SECRET=//p' "$env")" ] && [ "$force" != --force-replace ]; then
+    fail "this droplet already runs another instance (its .env holds a different INSTANCE_SECRET): restoring the snapshot would replace its data and its secret. Add --force-replace to replace it. Nothing was changed."
+  fi
+  mkdir -p "$BACKUPS" "${FETCHED_ENV%/*}"
+  [ -e "$BACKUPS/$id" ] || mv "$dir" "$BACKUPS/$id"
+  install -m 600 -o root -g root "$env" "$FETCHED_ENV"
+  echo "FETCHED $id"
 }
 
 case "${1:-run}" in
@@ -234,7 +372,18 @@ case "${1:-run}" in
     echo "FREE $free"
     ;;
   verify) [ -n "${2:-}" ] || fail "usage: $0 verify ID"; verify "$2" ;;
-  list) good_backups ;;
+  list) good_backups | while read -r id; do printf '%s %s\n' "$id" "$(du -sb "$BACKUPS/$id" | cut -f1)"; done ;;
   restore-database) [ -n "${2:-}" ] || fail "usage: $0 restore-database ID"; restore_database "$2" ;;
-  *) fail "unknown command \"$1\" (run [--no-rotate], estimate, verify ID, list, restore-database ID)" ;;
+  scheduled)
+    run
+    if [ -n "$OFFSITE_REPOSITORY" ]; then
+      offsite "$SECRETS"
+      check_repository "$SECRETS"
+    fi
+    ;;
+  offsite) offsite "${2:?usage: $0 offsite SECRETS}" ;;
+  check) check_repository "${2:?usage: $0 check SECRETS}" ;;
+  snapshots) snapshots "${2:?usage: $0 snapshots SECRETS}" ;;
+  fetch) fetch "${2:?usage: $0 fetch SECRETS SNAPSHOT [--force-replace]}" "${3:?usage: $0 fetch SECRETS SNAPSHOT [--force-replace]}" "${4:-}" ;;
+  *) fail "unknown command \"$1\" (run [--no-rotate], scheduled, estimate, verify ID, list, restore-database ID, offsite, check, snapshots, fetch)" ;;
 esac

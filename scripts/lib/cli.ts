@@ -98,6 +98,21 @@ function preflight(host: Host): void {
   }
 }
 
+/**
+ * The repository password and credentials of hosts with off-host backups, set on this machine
+ * and registered as secrets; only scripts that use the repository ask (backup.ts, restore.ts).
+ */
+export function requireOffsiteSecrets(hosts: Host[]): void {
+  for (const host of hosts) {
+    const offsite = host.backup.offsite;
+    for (const [key, variable] of offsite ? [['password_env', offsite.password_env], ...offsite.credentials_env.map(name => ['credentials_env', name])] : []) {
+      const value = process.env[variable!];
+      if (!value) fail(`hosts.${host.name}.backup.${key}: the environment variable ${variable} is not set. Export it with the ${key === 'password_env' ? 'restic repository password' : 'credential restic needs'}, then run again.`);
+      registerSecret(value);
+    }
+  }
+}
+
 export function fail(message: string): never {
   process.stderr.write(`error: ${redact(message)}\n`);
   process.exit(EXIT.failed);
@@ -169,7 +184,7 @@ export async function withSession(session: HostSession, work: () => Promise<void
 }
 
 /** Connects, runs the steps and, when they converged, the checks. */
-async function converge(session: HostSession, steps: Step[], checks: Check[] | undefined): Promise<void> {
+export async function converge(session: HostSession, steps: Step[], checks: Check[] | undefined): Promise<void> {
   if (!(await session.open({ steps, phase: { checks } }))) return;
   const converged = await session.run(steps, { checks });
   if (converged && checks) await session.checks(checks);

@@ -17,6 +17,25 @@ export interface PostgresConfig {
   /** external mode: a CA file (on the operator's machine) for a server whose CA is not public */
   ca_file?: string;
 }
+/** restic's SFTP target, as the droplet logs in to it. */
+export interface SftpTarget { user: string; host: string; port: number; path: string }
+/** Off-host copies of the backups ([backup] repository…), checked by inventory/offsite.ts. */
+export interface OffsiteConfig {
+  /** A restic repository URL: sftp:, rest:, s3:, b2:, azure:, gs:, swift: or rclone:. */
+  repository: string;
+  /** The operator-side environment variable that holds the repository password. */
+  password_env: string;
+  /** Operator-side variables passed to restic under their own names (S3 and the like). */
+  credentials_env: string[];
+  keep_daily: number;
+  keep_weekly: number;
+  keep_monthly: number;
+  /** An inventory host the tool prepares as the SFTP target. */
+  repository_host?: string;
+  /** Where the droplet logs in, for an sftp: repository. */
+  sftp?: SftpTarget;
+}
+export interface BackupConfig { keep: number; offsite?: OffsiteConfig }
 export interface AcmeConfig { email?: string; directory: string; ca_bundle?: string }
 /** Where and as whom to log in over SSH: a host, or a bastion on the way to it. */
 export interface Endpoint {
@@ -45,7 +64,7 @@ export interface Host extends Endpoint {
   firewall: boolean;
   acme: AcmeConfig;
   postgres: PostgresConfig;
-  backup: { keep: number };
+  backup: BackupConfig;
   promote_from?: string;
 }
 export interface Inventory { path: string; hosts: Map<string, Host>; groups: Map<string, string[]>; warnings: string[] }

@@ -11,6 +11,7 @@ import type { Script } from './shell.ts';
 const KNOWN_PACKAGES = [
   'docker.io', 'docker-ce', 'docker-compose', 'docker-compose-v2', 'docker-compose-plugin',
   'postgresql', 'postgresql-client', 'nginx', 'certbot', 'ufw', 'iptables', 'curl', 'ca-certificates', 'cron', 'openssl',
+  'restic', 'openssh-client',
 ];
 
 export interface Packages {

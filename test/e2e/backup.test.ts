@@ -132,7 +132,7 @@ test('--schedule installs a daily job that runs the same script', async () => {
   assert.equal(run.code, 0, output(run));
   // The fleet's droplets do not run systemd as PID 1, so this is the cron variant.
   const cron = await sh('cat /etc/cron.d/convex-ops-backup');
-  assert.match(cron, /^\d+ \d+ \* \* \* root \/usr\/local\/sbin\/convex-ops-backup run >>\/var\/log\/convex-ops-backup\.log 2>&1$/m);
+  assert.match(cron, /^\d+ \d+ \* \* \* root \/usr\/local\/sbin\/convex-ops-backup scheduled >>\/var\/log\/convex-ops-backup\.log 2>&1$/m);
   assert.equal(await sh('stat -c "%a %U" /etc/cron.d/convex-ops-backup'), '644 root');
   assert.equal(await sh('pgrep -x cron >/dev/null && echo running'), 'running');
   const again = await fleet.runScript('backup.ts', ['--host', 'solo', '--schedule', '--inventory', inventory]);

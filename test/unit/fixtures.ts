@@ -16,6 +16,18 @@ export const httpsHost: Host = {
   acme: { directory: 'https://acme.example.test/dir', email: 'ops@example.test' },
 };
 
+/** A host whose backups go off-host to an SFTP target it names (password in TEST_RESTIC_PW). */
+export const offsiteHost: Host = {
+  ...testHost,
+  backup: {
+    keep: 3,
+    offsite: {
+      repository: 'sftp:convex-backup@vault.test:/srv/convex', password_env: 'TEST_RESTIC_PW', credentials_env: [], keep_daily: 7, keep_weekly: 4, keep_monthly: 6,
+      repository_host: 'vault', sftp: { user: 'convex-backup', host: 'vault.test', port: 22, path: '/srv/convex' },
+    },
+  },
+};
+
 export const absent: FileState = { kind: 'absent' };
 
 export function file(content: string, mode = '644', owner = 'root'): FileState {

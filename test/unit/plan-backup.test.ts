@@ -45,8 +45,9 @@ test('a safety backup is not rotated and says what it is for', () => {
 
 test('the list changes nothing and names the good backups; a script that fails is an error', () => {
   const [phase] = listBackups.phases!;
-  assert.deepEqual(phase!.plan({ list: ['20261128T031700Z', '20261129T031700Z'] } as never, testHost), []);
-  assert.equal(phase!.ok!({ list: ['20261128T031700Z', '20261129T031700Z'] } as never, testHost), '2 good backup(s) in /opt/convex/backups: 20261128T031700Z, 20261129T031700Z');
+  const list = [{ id: '20261128T031700Z', bytes: 2048 }, { id: '20261129T031700Z', bytes: 3 * 1024 * 1024 }];
+  assert.deepEqual(phase!.plan({ list } as never, testHost), []);
+  assert.equal(phase!.ok!({ list } as never, testHost), '2 good backup(s) in /opt/convex/backups: 20261128T031700Z (2.0 KiB), 20261129T031700Z (3.0 MiB)');
   assert.equal(phase!.ok!({ list: [] } as never, testHost), 'no backup in /opt/convex/backups yet');
   assert.throws(() => phase!.plan({ list: 'convex-ops-backup: error: boom' } as never, testHost), /cannot list the backups: convex-ops-backup: error: boom/);
 });
@@ -60,6 +61,8 @@ const converged: ScheduleFacts = {
   timer: unit('convex-ops-backup.timer'),
   timerState: 'enabled active',
   pending: [],
+  secrets: absent,
+  knownHosts: absent,
 };
 
 test('schedule on systemd: the units, then the timer enabled and started; converged, nothing', () => {
@@ -88,9 +91,9 @@ test('schedule without systemd: cron installed, the cron.d file, cron started; c
     'install cron',
     'create /etc/cron.d/convex-ops-backup',
   ]);
-  assert.match(cronFile(), /^17 3 \* \* \* root \/usr\/local\/sbin\/convex-ops-backup run >>\/var\/log\/convex-ops-backup\.log 2>&1$/m);
+  assert.match(cronFile(), /^17 3 \* \* \* root \/usr\/local\/sbin\/convex-ops-backup scheduled >>\/var\/log\/convex-ops-backup\.log 2>&1$/m);
   // Read again after the first phase: installing cron may have started it.
-  const start = (facts: { init: string; cronRunning: boolean }) => plan(backupSchedule, 1, facts);
+  const start = (facts: { init: string; cronRunning: boolean }) => plan(backupSchedule(), 1, facts);
   assert.deepEqual(labels(start({ init: 'other', cronRunning: false })), ['start cron']);
   assert.deepEqual(start({ init: 'other', cronRunning: true }), []);
   assert.deepEqual(start({ init: 'systemd', cronRunning: false }), [], 'systemd runs the timer, not cron');

@@ -22,7 +22,12 @@ export const HOST_KEYS: Record<string, Spec> = {
   promote_from: text,
   acme: table({ email: text, directory: text, ca_bundle: text }),
   postgres: table({ mode: text, user: text, url: text, password_env: text, ca_file: text }),
-  backup: table({ keep: integer }),
+  backup: table({
+    keep: integer,
+    // Off-host copies with restic (inventory/offsite.ts).
+    repository: text, password_env: text, credentials_env: { type: 'string[]' }, repository_host: text,
+    keep_daily: integer, keep_weekly: integer, keep_monthly: integer,
+  }),
 };
 export const TOP_KEYS = ['defaults', 'hosts', 'groups'];
 
@@ -34,7 +39,7 @@ export const DEFAULTS = {
   firewall: false,
   acme: { directory: 'production' },
   postgres: { mode: 'local', user: 'convex' },
-  backup: { keep: 7 },
+  backup: { keep: 7, keep_daily: 7, keep_weekly: 4, keep_monthly: 6 },
 };
 
 export const ACME_DIRECTORIES: Record<string, string> = {

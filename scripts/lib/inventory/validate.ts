@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import type { Domains, Host, Inventory, PostgresConfig } from '../inventory.ts';
 import { ACME_DIRECTORIES, asTable, checkKeys, controlCharacterProblems, deepMerge, DEFAULTS, DOMAIN_KEYS, HOST_KEYS, NAME, resolveLocalPath, shown, TOP_KEYS, unknownKey } from './schema.ts';
 import { endpointOf, resolveJumps, sshContext } from './ssh.ts';
+import { offsiteConfig, repositoryHostProblem } from './offsite.ts';
 import type { SshContext } from './ssh.ts';
 
 export type Validated = { inventory: Inventory; problems?: undefined } | { inventory?: undefined; problems: string[] };
@@ -45,6 +46,8 @@ export function validateInventory(data: Record<string, unknown>, path: string): 
     if (host.promote_from && !hosts.has(host.promote_from)) {
       problems.push(`hosts.${host.name}.promote_from: "${host.promote_from}" is not a host. Known hosts: ${[...hosts.keys()].join(', ')}.`);
     }
+    const target = repositoryHostProblem(host.name, host.backup.offsite, [...hosts.keys()]);
+    if (target) problems.push(target);
   }
   return problems.length ? { problems } : { inventory: { path, hosts, groups, warnings } };
 }
@@ -198,6 +201,8 @@ function toHost(name: string, m: Record<string, unknown>, base: string, found: F
   if (m.firewall && !m.domains && !['0.0.0.0', '127.0.0.1'].includes(m.bind_address as string)) {
     found.warnings.push(`${table.at('bind_address')}: ${m.bind_address} is not used: with firewall = true ports 3210, 3211 and 6791 are published on 127.0.0.1 only (reach them through an SSH tunnel).`);
   }
+  const offsite = offsiteConfig(m.backup as Record<string, unknown>, table.at, found.problems);
+  if (found.problems.length > before) return undefined;
   const local = (p: unknown) => (typeof p === 'string' ? resolveLocalPath(p, base) : undefined);
   const acme = m.acme as Record<string, unknown>;
   const pg = m.postgres as Record<string, unknown>;
@@ -214,7 +219,7 @@ function toHost(name: string, m: Record<string, unknown>, base: string, found: F
     firewall: m.firewall as boolean,
     acme: { email: acme.email as string | undefined, directory: ACME_DIRECTORIES[String(acme.directory)] ?? String(acme.directory), ca_bundle: local(acme.ca_bundle) },
     postgres: { ...(pg as unknown as PostgresConfig), ca_file: local(pg.ca_file) },
-    backup: m.backup as { keep: number },
+    backup: { keep: (m.backup as { keep: number }).keep, ...(offsite ? { offsite } : {}) },
     promote_from: m.promote_from as string | undefined,
   };
 }

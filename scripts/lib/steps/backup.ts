@@ -17,6 +17,7 @@ import { quote, script, sh } from '../shell.ts';
 import type { Script } from '../shell.ts';
 import { renderTemplate, templateText } from '../templates.ts';
 import { externalConninfo } from './postgres-external.ts';
+import { checkOffsite, copyOffsite, knownHostsChanges, offsiteSettings, SECRETS_FILE, secretsText, TARGET_KNOWN_HOSTS } from './offsite.ts';
 
 /** Where the script lives on the droplet; the scheduled job runs it from there. */
 export const BACKUP_SCRIPT = '/usr/local/sbin/convex-ops-backup';
@@ -33,7 +34,7 @@ function render(name: string, values: Record<string, string | number> = {}): str
 export function renderBackupScript(host: Host): string {
   const database = databaseName(host);
   const conninfo = host.postgres.mode === 'external' ? externalConninfo(host, database, 10) : '';
-  const settings = { volume: host.volume, root: host.root, database, pg_mode: host.postgres.mode, pg_user: host.postgres.user, pg_conninfo: conninfo, keep: host.backup.keep };
+  const settings = { volume: host.volume, root: host.root, database, pg_mode: host.postgres.mode, pg_user: host.postgres.user, pg_conninfo: conninfo, keep: host.backup.keep, ...offsiteSettings(host) };
   return render('convex-ops-backup.sh', Object.fromEntries(Object.entries(settings).map(([key, value]) => [key, quote(value)])));
 }
 
@@ -61,9 +62,18 @@ export function backupEstimateFact(host: Host): Fact<BackupEstimate | string> {
   });
 }
 
-/** The ids of the good backups, oldest first; else the error. */
-export function backupListFact(host: Host): Fact<string[] | string> {
-  return backupScriptFact(host, ['list'], (out, code) => (code === 0 ? out.split('\n').filter(Boolean) : failure(out, code)));
+export interface LocalBackup { id: string; bytes: number }
+
+/** The good backups, oldest first, with their sizes; else the error. */
+export function backupListFact(host: Host): Fact<LocalBackup[] | string> {
+  return backupScriptFact(host, ['list'], (out, code) =>
+    code === 0
+      ? out.split('\n').filter(Boolean).map(line => {
+          const [id, bytes] = line.split(' ');
+          return { id: id!, bytes: Number(bytes) };
+        })
+      : failure(out, code),
+  );
 }
 
 /** Nothing when backup `id` is whole and readable; else what is wrong with it. */
@@ -134,6 +144,33 @@ export const backup: Step = {
   ],
 };
 
+/** What the target preparation learnt, for the host's off-host backup. */
+export interface OffsiteOptions {
+  /** The target's host key ("ssh-ed25519 AAAA…"), read on its inventory host. */
+  pinned?: string;
+  /** Also run restic check (--verify). */
+  verify?: boolean;
+}
+
+/** A backup now, then its copy off-host with retention, then (--verify) restic check. */
+export function offsiteBackup(options: OffsiteOptions): Step {
+  return {
+    name: 'backup',
+    phases: [
+      phase({
+        facts: () => ({ script: fileFact(BACKUP_SCRIPT), knownHosts: fileFact(TARGET_KNOWN_HOSTS) }),
+        plan: ({ script, knownHosts }, host) => [
+          ...installBackupScript(script, host),
+          ...knownHostsChanges(knownHosts, host, options.pinned),
+          makeBackup(host),
+          copyOffsite(host, BACKUP_SCRIPT),
+          ...(options.verify ? [checkOffsite(host, BACKUP_SCRIPT)] : []),
+        ],
+      }),
+    ],
+  };
+}
+
 /** Lists the good backups (read-only). */
 export const listBackups: Step = {
   name: 'backups',
@@ -145,8 +182,9 @@ export const listBackups: Step = {
         return [];
       },
       ok: ({ list }, host) => {
-        const ids = typeof list === 'string' ? [] : list;
-        return ids.length ? `${ids.length} good backup(s) in ${backupsDir(host)}: ${ids.join(', ')}` : `no backup in ${backupsDir(host)} yet`;
+        const backups = typeof list === 'string' ? [] : list;
+        const shown = backups.map(b => `${b.id} (${formatBytes(b.bytes)})`);
+        return backups.length ? `${backups.length} good backup(s) in ${backupsDir(host)}: ${shown.join(', ')}` : `no backup in ${backupsDir(host)} yet`;
       },
     }),
   ],
@@ -190,11 +228,27 @@ export interface ScheduleFacts {
   /** `systemctl is-enabled` and `is-active` of the timer, e.g. "enabled active". */
   timerState: string;
   pending: string[];
+  /** The repository password file of the scheduled job. */
+  secrets: FileState;
+  knownHosts: FileState;
+}
+
+/**
+ * With a repository: the target's pinned host key and the password file the job reads (root,
+ * 0600, its diff masked). Without: a password file left from before is removed.
+ */
+function scheduleSecrets(facts: ScheduleFacts, host: Host, pinned: string | undefined): Change[] {
+  const offsite = host.backup.offsite;
+  if (!offsite) return facts.secrets.kind === 'absent' ? [] : [{ label: `remove ${SECRETS_FILE} (no repository is set)`, script: sh`rm -f ${SECRETS_FILE}` }];
+  return [
+    ...knownHostsChanges(facts.knownHosts, host, pinned),
+    ...fileChanges(facts.secrets, { path: SECRETS_FILE, content: secretsText(offsite), mode: '600', secret: true, label: `${SECRETS_FILE} (the repository password, root only)` }),
+  ];
 }
 
 /** The script, and its daily run: a systemd timer where PID 1 is systemd, else a cron.d entry. */
-export function planBackupSchedule(facts: ScheduleFacts, host: Host): Change[] {
-  const script = installBackupScript(facts.script, host);
+export function planBackupSchedule(facts: ScheduleFacts, host: Host, pinned?: string): Change[] {
+  const script = [...installBackupScript(facts.script, host), ...scheduleSecrets(facts, host, pinned)];
   if (facts.init !== 'systemd') {
     return [...script, ...packageChanges(facts.packages, ['cron']), ...fileChanges(facts.cron, { path: CRON_FILE, content: cronFile(), mode: '644', label: CRON_FILE })];
   }
@@ -211,7 +265,7 @@ export function planBackupSchedule(facts: ScheduleFacts, host: Host): Change[] {
  * A daily run of the backup script: a systemd timer where PID 1 is systemd, else a cron.d entry
  * with cron running (read again once cron is installed: its package may have started it).
  */
-export const backupSchedule: Step = {
+export const backupSchedule = (pinned?: string): Step => ({
   name: 'backup-schedule',
   phases: [
     phase({
@@ -224,8 +278,10 @@ export const backupSchedule: Step = {
         timer: fileFact(TIMER_FILE),
         timerState,
         pending: pendingHandlers,
+        secrets: fileFact(SECRETS_FILE),
+        knownHosts: fileFact(TARGET_KNOWN_HOSTS),
       }),
-      plan: planBackupSchedule,
+      plan: (facts, host) => planBackupSchedule(facts, host, pinned),
     }),
     phase({
       facts: () => ({ init: initSystem, cronRunning }),
@@ -234,4 +290,4 @@ export const backupSchedule: Step = {
         init === 'systemd' ? `${UNIT}.timer runs ${BACKUP_SCRIPT} daily at 03:17 (+ up to 15 min)` : `${CRON_FILE} runs ${BACKUP_SCRIPT} daily at 03:17, logging to ${BACKUP_LOG}`,
     }),
   ],
-};
+});
