@@ -10,7 +10,7 @@ import type { FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { phase } from '../plan.ts';
 import type { RunResult } from '../ssh.ts';
-import { lines, sh } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
 import type { Script } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
 import { COMPOSE_MISSING, composeCommandOf, CONTAINERS, containersFact, dockerState } from './docker.ts';
@@ -155,6 +155,60 @@ export function startContainersScript(host: Host, compose: string, opts: { pull:
     sh`must 'compose up' ${command} up -d`,
     sh`wait_healthy yes`,
     sh`{ mkdir -p ${STATE_DIR} && printf '%s\\n' ${opts.appliedHash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}; } || fail ${`${host.name}: recording the applied configuration in ${APPLIED} failed`}`,
+  );
+}
+
+/**
+ * Pulls images by digest and proves each is the one named: a digest reference whose image does
+ * not list that digest among its RepoDigests fails. Nothing is stopped or started.
+ */
+export function pullVerifiedScript(host: Host, refs: string[]): Script {
+  return lines(
+    ...prelude(host),
+    ...PULL,
+    ...refs.flatMap(ref => [
+      sh`pull ${ref}`,
+      sh`docker image inspect --format '{{join .RepoDigests " "}}' ${ref} | tr ' ' '\\n' | grep -qxF ${ref} || fail ${`${host.name}: ${ref} was pulled, but the image does not carry that digest`}`,
+      sh`echo ${`verified ${ref}`}`,
+    ]),
+  );
+}
+
+/**
+ * wait_answering: polls the backend's /version (what its health check asks) every 0.1 s until
+ * it answers 200, so that a promotion's window ends as soon as the backend serves, not at
+ * Docker's next health check (5 s apart). Every second it looks for a crash loop, or Docker's
+ * verdict "unhealthy" (five failed checks), and fails with their evidence; at most 150 s.
+ */
+const WAIT_ANSWERING: Script[] = [
+  sh`wait_answering() {`,
+  sh`  start=$(date +%s) baseline= i=0`,
+  sh`  until curl -fs -o /dev/null --max-time 2 http://127.0.0.1:3210/version; do`,
+  sh`    i=$((i + 1))`,
+  sh`    if [ $((i % 10)) -eq 0 ]; then`,
+  sh`      set -- $(docker inspect --format '{{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' ${CONTAINERS.backend} 2>/dev/null)`,
+  sh`      status=\${1:-} restarts=\${2:-0} health=\${3:-}`,
+  sh`      baseline=\${baseline:-$restarts}`,
+  sh`      if [ "$status" = exited ] || [ $((restarts - baseline)) -ge 2 ]; then`,
+  sh`        fail "the backend is not staying up ($status, $restarts restarts). Last log lines:" "$(docker logs --tail 15 ${CONTAINERS.backend} 2>&1)"`,
+  sh`      fi`,
+  sh`      [ "$health" != unhealthy ] || fail "the backend is unhealthy: its health check keeps failing ($(last_health_check)). Run scripts/doctor.ts --host $host for the cause."`,
+  sh`      [ $(($(date +%s) - start)) -lt 150 ] || fail "the backend did not answer /version within 150 s ($status \${health:-}). Run scripts/doctor.ts --host $host."`,
+  sh`    fi`,
+  sh`    sleep 0.1`,
+  sh`  done`,
+  sh`}`,
+];
+
+/** The backend alone started from the compose file as it is, and waited for until it answers (wait_answering). */
+export function startBackendAnsweringScript(host: Host, compose: Script): Script {
+  return lines(
+    ...prelude(host),
+    ...LAST_HEALTH_CHECK,
+    ...WAIT_ANSWERING,
+    sh`cd ${host.root} || fail ${`${host.name}: cannot enter ${host.root}`}`,
+    script`must 'compose up backend' ${compose} up -d --no-deps backend`,
+    sh`wait_answering`,
   );
 }
 
