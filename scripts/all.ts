@@ -27,6 +27,9 @@ Promotion (instead of --host):
   --backend-image REF   the candidate backend (default: SRC's backend_image)
   --dashboard-image REF the candidate dashboard (default: SRC's dashboard_image)
   --yes                 do not ask for confirmation (required when not interactive)
+  --no-backup-window    back DST up while it still serves, before the window (a shorter window);
+                        the backup may then miss writes, so a candidate that migrated the
+                        database is not rolled back (restore.ts is named instead)
   --keep-inventory      do not pin DST's images in the inventory after a promotion
   --allow-rollback      let a run put back the images a promotion replaced
   --show                print the admin key

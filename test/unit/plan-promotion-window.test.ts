@@ -111,7 +111,7 @@ test('the window: one plan from a reading taken before it opens; the backup afte
     backupScript: file(renderBackupScript(pinned), '755'),
     compose: file(renderCompose(httpsHost)),
   };
-  const changes = planWindow(facts, pinned);
+  const changes = planWindow(facts, pinned, { backup: true });
   assert.deepEqual(labels(changes), [
     'update docker-compose.yml',
     'maintenance on (nginx answers api.example.test and site.example.test with 503 and Retry-After)',
@@ -131,8 +131,10 @@ test('the window: one plan from a reading taken before it opens; the backup afte
   assert.equal(memo.get(BACKUP_MADE)?.id, '20261202T100000Z');
   // Without domains there is no nginx to answer: the window is the stop to the start.
   const bare = { ...pinned, domains: undefined };
-  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(bare)) }, bare)).map(l => l.split(' ')[0]), ['stop', 'make', 'start']);
-  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(pinned)) }, pinned))[0], changes[1]!.label, 'a compose file already on the digests is left alone');
+  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(bare)) }, bare, { backup: true })).map(l => l.split(' ')[0]), ['stop', 'make', 'start']);
+  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(pinned)) }, pinned, { backup: true }))[0], changes[1]!.label, 'a compose file already on the digests is left alone');
+  // --no-backup-window: the backup was taken before, while prod served; the window holds none.
+  assert.deepEqual(labels(planWindow(facts, pinned, { backup: false })).map(l => l.split(' ')[0]), ['update', 'maintenance', 'stop', 'start', 'maintenance']);
 });
 
 test('the migration log, in the real backend\'s words; the rollback it calls for', () => {
@@ -146,14 +148,20 @@ test('the migration log, in the real backend\'s words; the rollback it calls for
   assert.deepEqual(parseMigrationLog('INFO model::migrations: db metadata version up to date at 132\n'), { migrated: [], upToDateAt: 132 });
   assert.deepEqual(parseMigrationLog('WARN persisted db metadata version is ahead at 2, this binary is at 1\n'), { migrated: [], ahead: { persisted: 2, binary: 1 } });
 
-  const restore = planRollback(migrated, '20261202T100000Z');
+  const restore = planRollback(migrated, '20261202T100000Z', { quiesced: true });
   assert.equal(restore.kind, 'restore');
   assert.match(restore.why, /migrated the database to version 2, .* restored from 20261202T100000Z, taken with the backend stopped just before the switch/);
-  const images = planRollback({ migrated: [], upToDateAt: 1 }, '20261202T100000Z');
+  const images = planRollback({ migrated: [], upToDateAt: 1 }, '20261202T100000Z', { quiesced: true });
   assert.equal(images.kind, 'images');
   assert.match(images.why, /migrated nothing \(db metadata version up to date at 1\), so it goes back to the images it ran before; its data stays\./);
   // A log that cannot be read cannot rule a migration out: the backup is the safe way back.
-  assert.equal(planRollback(undefined, '20261202T100000Z').kind, 'restore');
+  assert.equal(planRollback(undefined, '20261202T100000Z', { quiesced: true }).kind, 'restore');
+  // --no-backup-window: a backup taken while serving may miss writes; across a migration, no rollback.
+  const refused = planRollback(migrated, '20261202T100000Z', { quiesced: false });
+  assert.equal(refused.kind, 'refused');
+  assert.match(refused.why, /migrated the database to version 2, .* with --no-backup-window the backup 20261202T100000Z was taken while prod still served, so it may miss writes: the rollback is refused/);
+  assert.equal(planRollback(undefined, '20261202T100000Z', { quiesced: false }).kind, 'refused');
+  assert.equal(planRollback({ migrated: [], upToDateAt: 1 }, '20261202T100000Z', { quiesced: false }).kind, 'images');
 });
 
 test('the window as the summary prints it', () => {

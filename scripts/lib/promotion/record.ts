@@ -9,7 +9,7 @@ import type { BackupMade } from '../steps/backup.ts';
 import type { Role, RoleImages } from '../steps/promotion.ts';
 import type { MigrationLog } from '../steps/promotion-window.ts';
 
-export type Outcome = 'promoted' | 'unchanged' | 'refused' | 'preflight-failed' | 'stopped-at-dev' | 'prepull-failed' | 'backup-failed' | 'rolled-back' | 'restored' | 'rollback-failed';
+export type Outcome = 'promoted' | 'unchanged' | 'refused' | 'preflight-failed' | 'stopped-at-dev' | 'prepull-failed' | 'backup-failed' | 'rolled-back' | 'restored' | 'rollback-refused' | 'rollback-failed';
 
 interface ImageVersion {
   ref: string;

@@ -13,7 +13,7 @@ import { EXIT, localDir, makeReporter, sessionFor } from '../cli.ts';
 import { allSteps } from '../runbooks.ts';
 import type { HostSession } from '../session.ts';
 import type { Reporter } from '../report.ts';
-import { BACKUP_MADE } from '../steps/backup.ts';
+import { BACKUP_MADE, backup } from '../steps/backup.ts';
 import { compose } from '../steps/compose.ts';
 import { restoreSteps } from '../steps/restore.ts';
 import { MAINTENANCE_OFF_AT, MAINTENANCE_ON_AT, maintenanceOff, maintenanceOn } from '../steps/maintenance.ts';
@@ -55,7 +55,7 @@ interface Promotion extends PromotionOptions {
 }
 
 export async function promote(args: Args): Promise<number> {
-  const { inventory, source, target, candidate } = promotionOptions(args);
+  const { inventory, source, target, candidate, backupWindow } = promotionOptions(args);
   const script = 'all';
   const reporter = makeReporter(args, inventory, [source, target], script);
   const p: Promotion = {
@@ -64,6 +64,7 @@ export async function promote(args: Args): Promise<number> {
     source,
     target,
     candidate,
+    backupWindow,
     reporter,
     run: { args, local: (...parts) => localDir(inventory, ...parts) },
     record: newRecord(inventory, source, target, candidate),
@@ -101,6 +102,7 @@ async function runbook(p: Promotion): Promise<number> {
   }
   const pinned = withImages(target, proven.digests);
   if (!(await prePullTarget(p, pinned))) return finish(p, 'prepull-failed', `the candidate's images could not be pulled on ${target.name}; nothing was stopped there`);
+  if (!p.backupWindow && !(await backUpWhileServing(p))) return finish(p, 'backup-failed', `the backup of ${target.name} failed, so it was not changed`);
   const switched = await openWindow(p, pinned);
   // No backup: the window failed before the candidate was started.
   if (!p.record.backup) return resume(p, before);
@@ -149,12 +151,19 @@ function prePullTarget(p: Promotion, pinned: Host): Promise<boolean> {
   return stage(p, '5', `pull ${p.source.name}'s digests on ${p.target.name} (nothing stops)`, () => p.prod.run([prePull], { host: pinned }));
 }
 
+/** 6a. --no-backup-window: the backup taken before the window, while prod serves (a shorter window). */
+async function backUpWhileServing(p: Promotion): Promise<boolean> {
+  const ok = await stage(p, '6a', `back up ${p.target.name} while it serves (--no-backup-window)`, () => p.prod.run([backup]));
+  p.record.backup = p.prod.memo.get(BACKUP_MADE);
+  return ok;
+}
+
 /**
  * 6. The window, one step planned before it opens: maintenance on, the backend stopped, a backup
  * nothing can write past, the candidate's backend started and waited for, maintenance off.
  */
 async function openWindow(p: Promotion, pinned: Host): Promise<boolean> {
-  const ok = await stage(p, '6', `the window on ${p.target.name}: maintenance on, backend stopped, backup, ${p.source.name}'s digests started, maintenance off`, () => p.prod.run([promotionWindow], { host: pinned }));
+  const ok = await stage(p, '6', `the window on ${p.target.name}: maintenance on, backend stopped, backup, ${p.source.name}'s digests started, maintenance off`, () => p.prod.run([promotionWindow({ backup: p.backupWindow })], { host: pinned }));
   p.record.backup = p.prod.memo.get(BACKUP_MADE);
   measureWindow(p, 'window');
   return ok;
@@ -237,14 +246,16 @@ async function rollBack(p: Promotion, before: RoleImages, backup: string): Promi
   const since = prod.memo.get(MAINTENANCE_ON_AT) ?? prod.memo.get(BACKEND_STOPPED_AT);
   // Unread, a migration cannot be ruled out: planRollback then restores.
   const migration = since === undefined ? undefined : await prod.fact(migrationLogFact(since)).catch(() => undefined);
-  const plan = planRollback(migration, backup);
+  const plan = planRollback(migration, backup, { quiesced: p.backupWindow });
   if (migration) record.migration = migration;
-  p.reporter.say(chalk.red(`\n${target.name} failed with ${source.name}'s images: ${plan.why}`));
+  p.reporter.say(chalk.red(`\n${target.name} failed with ${source.name}'s images: ${plan.why.replace(/<host>/g, target.name)}`));
+  const { kind } = plan;
+  if (kind === 'refused') return finish(p, 'rollback-refused', `${target.name} failed with the candidate, which migrated its database; --no-backup-window: the rollback was refused (see above).`);
   const title = plan.kind === 'restore' ? `restore ${target.name} from ${plan.backup}, then start ${describeImage(before.backend)}` : `roll ${target.name} back to ${describeImage(before.backend)} and ${describeImage(before.dashboard)}`;
   const rolledBack = await stage(p, '7b', title, async () => {
     const previous = await previousHost(p, before);
     if (!previous) return false;
-    record.rollback = { kind: plan.kind, images: { backend: previous.backend_image, dashboard: previous.dashboard_image }, ...(plan.kind === 'restore' ? { backup: plan.backup } : {}) };
+    record.rollback = { kind, images: { backend: previous.backend_image, dashboard: previous.dashboard_image }, ...(plan.kind === 'restore' ? { backup: plan.backup } : {}) };
     const restore = plan.kind === 'restore' ? [compose, ...restoreSteps(plan.backup)] : [];
     const steps = [maintenanceOn({ pending: true }), ...restore, ...allSteps(previous, p.run), maintenanceOff];
     return (await prod.run(steps, { host: previous, afterFailure: true })) && (await runChecks(p, prod, `${target.name} after rollback`, previous, true));

@@ -1,8 +1,8 @@
 // The steps of a promotion's window on the target (all.ts --promote): the candidate's images
 // pulled and verified by digest while prod still serves; then the window itself, one step:
 // prod quiesced (maintenance on, backend stopped) for an exact backup, the candidate's backend
-// started and waited for until it answers, and maintenance off. What the new backend logged tells whether its start
-// migrated the database (what a rollback then has to do).
+// started and waited for until it answers, and maintenance off. What the new backend logged
+// tells whether its start migrated the database, and so what a rollback has to do.
 import type { Host } from '../inventory.ts';
 import type { Fact, Step } from '../step.ts';
 import { memoKey } from '../step.ts';
@@ -11,12 +11,12 @@ import { phase, withHandler } from '../plan.ts';
 import type { FileState } from '../files.ts';
 import { fileFact } from '../files.ts';
 import { loadYaml } from '../yaml.ts';
+import { lines, script, sh } from '../shell.ts';
 import { BACKUP_SCRIPT, installBackupScript, makeBackup } from './backup.ts';
 import { planCompose } from './compose.ts';
 import { composePath } from './secret.ts';
 import type { MaintenanceFacts } from './maintenance.ts';
 import { MAINTENANCE_OFF, NOW, maintenanceFacts, maintenanceOffHandler, parseTime, planMaintenanceOn } from './maintenance.ts';
-import { lines, script, sh } from '../shell.ts';
 import { CONTAINERS, containersFact, dockerState, requireCompose } from './docker.ts';
 import type { ContainerState, DockerState } from './docker.ts';
 import { imagesFact, pullVerifiedScript, scriptFailure, startBackendAnsweringScript } from './up.ts';
@@ -112,35 +112,38 @@ export interface WindowFacts extends MaintenanceFacts {
  * past, the backend started and waited for, maintenance off. Always changes: it is the promotion
  * itself, never "done already".
  */
-export function planWindow(facts: WindowFacts, host: Host): Change[] {
+export function planWindow(facts: WindowFacts, host: Host, opts: { backup: boolean }): Change[] {
+  const backup = opts.backup ? [...installBackupScript(facts.backupScript, host), timedBackup(host)] : [];
   return [
     // Written while the old backend still serves: nothing restarts until the start below.
     ...planCompose(facts.compose, host),
     ...(host.domains ? planMaintenanceOn(facts, host, { pending: true }) : []),
     ...planStopBackend(facts),
-    ...installBackupScript(facts.backupScript, host),
-    timedBackup(host),
+    ...backup,
     ...planStartBackend(facts, host),
     ...(host.domains ? withHandler([], maintenanceOffHandler(host), [MAINTENANCE_OFF]) : []),
   ];
 }
 
-export const promotionWindow: Step = {
-  name: 'window',
-  warm: loadYaml,
-  phases: [
-    phase({
-      facts: (host: Host) => ({
-        ...maintenanceFacts(host),
-        containers: containersFact,
-        docker: dockerState,
-        backupScript: fileFact(BACKUP_SCRIPT),
-        compose: fileFact(composePath(host)),
+/** The window; `backup: false` (--no-backup-window): the backup was taken before it, while prod served. */
+export function promotionWindow(opts: { backup: boolean }): Step {
+  return {
+    name: 'window',
+    warm: loadYaml,
+    phases: [
+      phase({
+        facts: (host: Host) => ({
+          ...maintenanceFacts(host),
+          containers: containersFact,
+          docker: dockerState,
+          backupScript: fileFact(BACKUP_SCRIPT),
+          compose: fileFact(composePath(host)),
+        }),
+        plan: (facts, host) => planWindow(facts, host, opts),
       }),
-      plan: planWindow,
-    }),
-  ],
-};
+    ],
+  };
+}
 
 /** What the backend's start logged about its database's metadata version (model::migrations). */
 export interface MigrationLog {
@@ -173,16 +176,26 @@ export function migrationLogFact(since: number): Fact<MigrationLog> {
   };
 }
 
-/** How prod goes back after the candidate failed, and why, in the operator's words. */
-export type RollbackPlan = { kind: 'images' | 'restore'; backup: string; why: string };
+/** How prod goes back after the candidate failed (or why it does not), in the operator's words. */
+export type RollbackPlan = { kind: 'images' | 'restore' | 'refused'; backup: string; why: string };
 
 /**
  * Convex migrates its database forward when a newer backend starts, and supports no downgrade:
  * an older binary on the migrated database only warns and runs on data it does not understand.
  * So after a migration the previous images go back on the backup taken in the window (exact:
- * the backend was stopped); without one, the data is the previous images' own and stays.
+ * the backend was stopped); without one, the data is the previous images' own and stays. A
+ * backup taken while prod served (`quiesced: false`, --no-backup-window) may miss writes: a
+ * rollback across a migration is then refused.
  */
-export function planRollback(migration: MigrationLog | undefined, backup: string): RollbackPlan {
+export function planRollback(migration: MigrationLog | undefined, backup: string, opts: { quiesced: boolean }): RollbackPlan {
+  if (!opts.quiesced && migration?.migrated.length !== 0) {
+    const what = migration ? `migrated the database to version ${migration.migrated[migration.migrated.length - 1]}` : 'may have migrated the database (its log could not be read)';
+    return {
+      kind: 'refused',
+      backup,
+      why: `its start ${what}, which the previous images do not understand (Convex has no downgrade), and with --no-backup-window the backup ${backup} was taken while prod still served, so it may miss writes: the rollback is refused and prod is left as it is. To go back anyway, losing what was written since that backup: npx zx scripts/restore.ts --host <host> --backup ${backup} --yes, then all.ts --host <host> --allow-rollback.`,
+    };
+  }
   if (!migration) {
     return { kind: 'restore', backup, why: `its backend's log could not be read, so a migration cannot be ruled out: it is restored from ${backup}, taken with the backend stopped just before the switch, and then started on the images it ran before.` };
   }
