@@ -97,7 +97,8 @@ test('stop and start: the backend alone stopped as compose would; the start wait
   assert.deepEqual(planStopBackend({ containers: new Map([['convex-backend', { status: 'exited' } as ContainerState]]) }), []);
   const [start] = planStartBackend({ docker }, httpsHost);
   assert.match(start!.script!, /must 'compose up backend' docker-compose up -d --no-deps backend\nwait_answering\ndate \+%s\.%N$/);
-  assert.match(start!.script!, /until curl -fs -o \/dev\/null --max-time 2 http:\/\/127\.0\.0\.1:3210\/version; do/);
+  assert.match(start!.script!, /code=\$\(curl -s -o "\$d\/version" -w '%\{http_code\}' --max-time 2 http:\/\/127\.0\.0\.1:3210\/version\)/);
+  assert.match(start!.script!, /\[ \$\(\(now - failing_since\)\) -lt 10 \] \|\| fail "the backend answers \/version with HTTP \$code \(for 10 s\)/);
   assert.match(start!.script!, /sleep 0\.1/);
 });
 
