@@ -1,12 +1,14 @@
 #!/usr/bin/env zx
 // The runbook. `--host X`: install, then nginx and letsencrypt when X has domains, the firewall
 // when X has firewall = true, then every check, on one SSH connection per host.
-// `--promote dev:prod`: the images proven on dev go to prod by digest, with a backup first and a
-// rollback if prod fails (scripts/lib/promotion/runbook.ts).
+// `--promote dev:prod`: the images proven on dev go to prod by digest, in a short measured window
+// behind nginx's maintenance answer, with an exact backup and a rollback if prod fails
+// (scripts/lib/promotion/runbook.ts). `--maintenance on|off --host X`: that answer on its own.
 import { commandLine, EXIT, runScript } from './lib/cli.ts';
 import { allSteps } from './lib/runbooks.ts';
 import { promote } from './lib/promotion/runbook.ts';
 import { promotionGuard } from './lib/steps/promotion.ts';
+import { maintenanceOff, maintenanceOn } from './lib/steps/maintenance.ts';
 import { allChecks } from '../checks/index.ts';
 
 const spec = {
@@ -16,19 +18,28 @@ const spec = {
     'With --promote: proves images on one host and promotes the very same digests to another, with a backup and a rollback.',
   extraHelp: `
 Promotion (instead of --host):
-  --promote SRC:DST     e.g. dev:prod: converge SRC to the candidate, check it, back up DST,
-                        converge DST to SRC's digests, check it; on failure put DST's previous
-                        images back (its data is never restored automatically)
+  --promote SRC:DST     e.g. dev:prod: converge SRC to the candidate, check it; pull SRC's
+                        digests on DST; then DST's window: maintenance on, backend stopped,
+                        backup, the candidate started, maintenance off (measured, printed);
+                        then DST converged and checked. On failure DST goes back to its previous
+                        images, restored from that backup if the candidate migrated the database
   --promote DST         the same, with SRC from DST's promote_from
   --backend-image REF   the candidate backend (default: SRC's backend_image)
   --dashboard-image REF the candidate dashboard (default: SRC's dashboard_image)
   --yes                 do not ask for confirmation (required when not interactive)
+  --no-backup-window    back DST up while it still serves, before the window (a shorter window);
+                        the backup may then miss writes, so a candidate that migrated the
+                        database is not rolled back (restore.ts is named instead)
   --keep-inventory      do not pin DST's images in the inventory after a promotion
   --allow-rollback      let a run put back the images a promotion replaced
   --show                print the admin key
+
+Maintenance (with --host; hosts with domains):
+  --maintenance on|off  nginx answers the api and site names with 503, Retry-After and a short
+                        JSON body (on), or serves the backend again (off); nothing else changes
 `,
   booleans: ['show', 'yes', 'keep-inventory', 'allow-rollback'],
-  strings: ['promote', 'backend-image', 'dashboard-image'],
+  strings: ['promote', 'backend-image', 'dashboard-image', 'maintenance'],
 };
 
 const args = commandLine(spec);
@@ -38,6 +49,15 @@ if (args.promote !== undefined) {
     process.exit(EXIT.failed);
   }
   process.exit(await promote(args));
+}
+
+if (args.maintenance !== undefined) {
+  if (args.maintenance !== 'on' && args.maintenance !== 'off') {
+    process.stderr.write(`error: --maintenance "${args.maintenance}": use --maintenance on or --maintenance off (with --host). Nothing was changed.\n`);
+    process.exit(EXIT.failed);
+  }
+  // An operator's switch is deliberate: it stays on until --maintenance off (no pending handler).
+  await runScript({ ...spec, steps: () => [args.maintenance === 'on' ? maintenanceOn({ pending: false }) : maintenanceOff] });
 }
 
 await runScript({

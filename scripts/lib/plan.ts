@@ -53,6 +53,8 @@ export interface Handler {
   name: string;
   label: string;
   script: Script;
+  /** What the change that performs it does here afterwards (Change.after). */
+  after?: Change['after'];
 }
 
 /** Facts a phase reads, by name: a fact, or a list of them. */
@@ -127,7 +129,8 @@ export function changeScript(change: Change): Script | undefined {
  */
 export function withHandler(changes: Change[], handler: Handler, pending: string[]): Change[] {
   const needed = pending.includes(handler.name) || changes.some(c => c.arms === handler.name);
-  return needed ? [...changes, { label: handler.label, script: handler.script, clears: handler.name }] : changes;
+  if (!needed) return changes;
+  return [...changes, { label: handler.label, script: handler.script, clears: handler.name, ...(handler.after ? { after: handler.after } : {}) }];
 }
 
 /**

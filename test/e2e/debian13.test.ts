@@ -153,7 +153,7 @@ test('a promotion whose candidate fails on prod is rolled back to the images pro
   const before = await sh('prod', "docker inspect --format '{{.Config.Image}} {{.Image}}' convex-backend");
   await fleet.exec('prod', `touch ${marker}`);
   try {
-    const run = await script('all.ts', ['--promote', 'dev:prod', '--yes', '--backend-image', image('backend', 'fragile')]);
+    const run = await script('all.ts', ['--promote', 'dev:prod', '--yes', '--backend-image', image('backend', 'fragile-v1')]);
     assert.equal(run.code, 1, output(run));
     assert.match(run.stdout, /dev\s+check backend-healthy\s+ok/, 'fragile should pass on dev');
     assert.match(run.stdout, /PROMOTION dev → prod: rolled-back/);

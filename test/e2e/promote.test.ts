@@ -1,26 +1,36 @@
-// all.ts --promote end to end (issue 5), on one fleet whose dev and prod are installed once and
-// then reused, scenario after scenario: both start on stand-in v1; a candidate that fails its
-// health check stops at dev and prod is not touched; a candidate that passes on dev but fails on
-// prod (the `fragile` stand-in with a marker on prod's volume) leaves prod rolled back to v1,
-// serving its data; v2 then goes to prod as exactly the digest dev runs, the data intact, with the
-// promotion recorded. The failures come first so that prod's "previous" images are still v1.
-// Every product action is `npx zx scripts/all.ts …`; fleet.exec is only for assertions and for
-// the marker file.
+// all.ts --promote end to end (issues 5 and 17), on one fleet whose dev and prod (with domains,
+// nginx and a pebble certificate) are installed once and then reused, scenario after scenario:
+// both start on stand-in v1; a candidate that fails its health check stops at dev and prod is
+// not touched; candidates that pass on dev but fail on prod (the `fragile` stand-ins, with a
+// marker on prod's volume) leave prod on v1 with its data: `fragile-v1` migrated nothing, so the
+// images alone go back; `fragile` migrated the database, so prod is restored from the backup the
+// window took. Maintenance mode is switched by hand, and one left on by a killed run is turned
+// off by the next run. v2 then goes to prod as exactly the digest dev runs, while a client asks
+// https://api.prod.test/version every 100 ms: it gets 503 with Retry-After in the window, never
+// a 502, and the window is at most 5 s. The failures come first so that prod's "previous" images
+// are still v1. Every product action is `npx zx scripts/all.ts …`; fleet.exec is only for
+// assertions and for preconditions (the marker file, the state a killed run leaves).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import TOML from '@iarna/toml';
 import { useFleet } from '../fleet/index.ts';
-import { adminKeyOf, backendUrl, getDocument, putDocument } from './convex-api.ts';
+import { readFile } from 'node:fs/promises';
+import { adminKeyOf } from './convex-api.ts';
+import { httpsRequest, probe } from './https-client.ts';
+import type { ProbeReport } from './https-client.ts';
 
 const fleet = await useFleet({
   name: 'promote',
   droplets: [
     { name: 'dev', user: 'root' },
-    { name: 'prod', user: 'deploy', promoteFrom: 'dev' },
+    { name: 'prod', user: 'deploy', promoteFrom: 'dev', domains: true },
   ],
 });
+const prodClient = { ip: fleet.droplets.prod!.ip, ca: await readFile(fleet.acmeCaPath!, 'utf8') };
+const API = 'api.prod.test';
+const SITE = 'prod.test';
 
 const image = (repo: 'backend' | 'dashboard', tag: string) => `registry.test:5000/convex-${repo}:${tag}`;
 const output = (run: { stdout: string; stderr: string }) => `${run.stdout}\n${run.stderr}`;
@@ -46,7 +56,26 @@ function lastRecord(): Record<string, any> {
 
 const DOCUMENT = { written: 'on prod, before any promotion' };
 let prodKey = '';
-const prodDocument = async () => (await getDocument(backendUrl(fleet, 'prod'), prodKey, 'before-promotion')).body;
+/** A document on prod, through nginx as a client reads it. */
+const prodDocument = async () => JSON.parse((await httpsRequest(prodClient, API, '/api/documents/before-promotion', { headers: { Authorization: `Convex ${prodKey}` } })).body);
+const prodVersion = async () => (await httpsRequest(prodClient, API, '/version')).body;
+const MAINTENANCE_FLAG = '/var/lib/convex-ops/maintenance/convex-self-hosted';
+const PENDING_OFF = '/var/lib/convex-ops/pending/maintenance-off';
+/** The database's metadata version as the stand-in keeps it (model::migrations' persisted version). */
+const databaseVersion = () => sh('prod', `runuser -u postgres -- psql -XAt -d convex_self_hosted -c "select json_value from persistence_globals where key = 'database_version'"`);
+
+/** What a client saw during a promotion: only 200s and 503s with Retry-After and JSON, never a 502 or nothing. */
+function assertClientsSaw503NotBadGateway(report: ProbeReport): void {
+  const summary = JSON.stringify([...report.statuses]);
+  assert.deepEqual([...report.statuses.keys()].filter(status => status !== 200 && status !== 503), [], `clients got other answers than 200 and 503: ${summary}`);
+  const unavailable = report.samples.filter(s => s.status === 503);
+  assert.ok(unavailable.length > 0, `no 503 seen during the window: ${summary}`);
+  for (const sample of unavailable) {
+    assert.equal(sample.retryAfter, '5');
+    assert.match(sample.contentType ?? '', /^application\/json/);
+    assert.equal(JSON.parse(sample.body).code, 'Maintenance');
+  }
+}
 
 test('dev and prod start on v1; a promotion that cannot ask for confirmation refuses without --yes', async () => {
   const run = await fleet.runScript('all.ts', ['--host', 'all']);
@@ -57,7 +86,9 @@ test('dev and prod start on v1; a promotion that cannot ask for confirmation ref
     assert.equal((await running(host, 'convex-dashboard')).ref, image('dashboard', 'v1'));
   }
   prodKey = await adminKeyOf(fleet, 'prod');
-  assert.equal(await putDocument(backendUrl(fleet, 'prod'), prodKey, 'before-promotion', DOCUMENT), 200);
+  const put = await httpsRequest(prodClient, API, '/api/documents/before-promotion', { method: 'PUT', headers: { Authorization: `Convex ${prodKey}`, 'Content-Type': 'application/json' }, body: JSON.stringify(DOCUMENT) });
+  assert.equal(put.status, 200, put.body);
+  assert.equal(await databaseVersion(), '1');
 
   const before = await containers('prod');
   const refused = await fleet.runScript('all.ts', ['--promote', 'dev:prod', '--backend-image', image('backend', 'v2')]);
@@ -74,7 +105,7 @@ test('a candidate that fails its health check stops at dev; prod is not touched 
   assert.match(run.stdout, /dev\s+up\s+failed\s.*health check keeps failing.*error: 500/, 'the health check\'s own failure is reported');
   assert.match(run.stdout, /PROMOTION dev → prod: stopped-at-dev/);
   assert.match(run.stdout, /prod was not touched/);
-  assert.doesNotMatch(run.stdout, /── 5\/8/, 'it went on to back up prod');
+  assert.doesNotMatch(run.stdout, /── 5\/8/, 'it went on to prod');
   assert.equal(await containers('prod'), prodBefore, 'prod containers were changed or restarted');
   assert.equal(await sh('prod', `ls -A ${PROD_BACKUPS}`), '', 'a backup was made on prod');
 
@@ -85,48 +116,135 @@ test('a candidate that fails its health check stops at dev; prod is not touched 
   assert.equal(record.backup, undefined);
 });
 
-test('a candidate that passes on dev but fails on prod leaves prod rolled back to v1, serving its data', async () => {
+/** A promotion of a candidate that passes on dev and fails on prod (the fragile marker), probed by a client all along. */
+async function failingPromotion(tag: string) {
   const v1 = await running('prod');
   const inventoryBefore = readFileSync(fleet.inventoryPath, 'utf8');
   await fleet.exec('prod', `touch ${MARKER}`);
+  const client = probe(prodClient, API, '/version');
+  let run;
   try {
     // `--promote prod`: the source is prod's promote_from.
-    const run = await fleet.runScript('all.ts', ['--promote', 'prod', '--yes', '--backend-image', image('backend', 'fragile')]);
-    assert.equal(run.code, 1, output(run));
-    assert.match(run.stdout, /dev\s+check backend-healthy\s+ok/, 'fragile should pass on dev');
-    assert.match(run.stdout, /prod\s+up\s+failed\s.*health check keeps failing.*error: 500/, 'the failure on prod is reported');
-    assert.match(run.stdout, /rolling back to the images it ran before \(its data is not restored\)/);
-    assert.match(run.stdout, /PROMOTION dev → prod: rolled-back/);
-    assert.match(run.stdout, /failed\s+6 converge prod to dev's digests: prod up/);
-    assert.match(run.stdout, /prod after rollback: (\d+)\/\1 ok/);
-    assert.match(run.stdout, /restore\.ts --host prod --backup \d{8}T\d{6}Z --yes/, 'the way to the data backup is shown');
-
-    const after = await running('prod');
-    assert.equal(after.ref, image('backend', 'v1'));
-    assert.equal(after.id, v1.id, 'prod runs the very image it ran before');
-    assert.equal((await running('prod', 'convex-dashboard')).ref, image('dashboard', 'v1'));
-    assert.equal(await sh('prod', 'curl -s http://127.0.0.1:3210/version'), 'v1');
-    assert.deepEqual(await prodDocument(), DOCUMENT);
-    assert.equal(readFileSync(fleet.inventoryPath, 'utf8'), inventoryBefore, 'a failed promotion must not pin anything');
-
-    const record = lastRecord();
-    assert.equal(record.outcome, 'rolled-back');
-    assert.match(record.backup.id, /^\d{8}T\d{6}Z$/);
-    assert.deepEqual(record.rollback, { backend: image('backend', 'v1'), dashboard: image('dashboard', 'v1') });
-    assert.ok(record.stages.some((s: any) => s.stage.startsWith('6 ') && s.status === 'failed' && /prod up/.test(s.detail)), JSON.stringify(record.stages));
-    assert.ok(record.checks['prod after rollback'].every((c: any) => c.status === 'ok'));
+    run = await fleet.runScript('all.ts', ['--promote', 'prod', '--yes', '--backend-image', image('backend', tag)]);
   } finally {
     await fleet.exec('prod', `rm -f ${MARKER}`);
   }
+  const seen = await client.stop();
+  assert.equal(run.code, 1, output(run));
+  assert.match(run.stdout, /dev\s+check backend-healthy\s+ok/, 'the candidate should pass on dev');
+  assert.match(run.stdout, /prod\s+window\s+failed\s.*the backend answers \/version with HTTP 500 \(for 10 s\): \/convex\/data\/FAIL_HERE exists, so this fragile stand-in fails/, 'the failure on prod is reported, in its own words');
+  assert.match(run.stdout, /failed\s+6 the window on prod: .*: prod window: /);
+  assert.match(run.stdout, /prod after rollback: (\d+)\/\1 ok/);
+
+  const after = await running('prod');
+  assert.equal(after.ref, image('backend', 'v1'));
+  assert.equal(after.id, v1.id, 'prod runs the very image it ran before');
+  assert.equal((await running('prod', 'convex-dashboard')).ref, image('dashboard', 'v1'));
+  assert.equal(await prodVersion(), 'v1');
+  assert.deepEqual(await prodDocument(), DOCUMENT);
+  assert.equal(readFileSync(fleet.inventoryPath, 'utf8'), inventoryBefore, 'a failed promotion must not pin anything');
+  assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} 2>/dev/null; true`), '', 'maintenance is off again');
+  assertClientsSaw503NotBadGateway(seen);
+
+  const record = lastRecord();
+  assert.match(record.backup.id, /^\d{8}T\d{6}Z$/);
+  assert.ok(record.stages.some((s: any) => s.stage.startsWith('6 ') && s.status === 'failed' && /prod window/.test(s.detail)), JSON.stringify(record.stages));
+  assert.ok(record.checks['prod after rollback'].every((c: any) => c.status === 'ok'));
+  assert.ok(record.window.seconds > 0, JSON.stringify(record.window));
+  return { run, record };
+}
+
+test('a candidate that fails on prod without migrating its database: the previous images alone go back', async () => {
+  const { run, record } = await failingPromotion('fragile-v1');
+  assert.match(run.stdout, /its start migrated nothing \(db metadata version up to date at 1\), so it goes back to the images it ran before/);
+  assert.match(run.stdout, /PROMOTION dev → prod: rolled-back/);
+  assert.match(run.stdout, /rollback prod back to .*; data not restored \(no migration\)/);
+  assert.match(run.stdout, /restore\.ts --host prod --backup \d{8}T\d{6}Z --yes/, 'the way to the data backup is shown');
+  assert.equal(record.outcome, 'rolled-back');
+  assert.deepEqual(record.migration, { migrated: [], upToDateAt: 1 });
+  assert.deepEqual(record.rollback, { kind: 'images', images: { backend: image('backend', 'v1'), dashboard: image('dashboard', 'v1') } });
+  assert.equal(await databaseVersion(), '1');
+});
+
+test('a candidate that migrated the database and then fails on prod: prod is restored from the window\'s backup, on v1', async () => {
+  const { run, record } = await failingPromotion('fragile');
+  assert.match(run.stdout, /its start migrated the database to version 2, .* restored from \d{8}T\d{6}Z, taken with the backend stopped just before the switch/);
+  assert.match(run.stdout, /PROMOTION dev → prod: restored/);
+  assert.equal(record.outcome, 'restored');
+  assert.deepEqual(record.migration.migrated, [2]);
+  assert.deepEqual(record.rollback, { kind: 'restore', images: { backend: image('backend', 'v1'), dashboard: image('dashboard', 'v1') }, backup: record.backup.id });
+  // The database is v1's again, as the backup had it: the restore, not the images, undid the migration.
+  assert.equal(await databaseVersion(), '1');
+  const logs = await sh('prod', 'docker logs convex-backend 2>&1');
+  assert.match(logs, /db metadata version up to date at 1/);
+  assert.doesNotMatch(logs, /persisted db metadata version is ahead/, 'v1 runs on a database it understands');
+});
+
+test('maintenance by hand: 503 with Retry-After on the api and site names while on; a switch left on by a killed run goes off with the next run', async () => {
+  const on = await fleet.runScript('all.ts', ['--host', 'prod', '--maintenance', 'on']);
+  assert.equal(on.code, 0, output(on));
+  for (const name of [API, SITE]) {
+    const answer = await httpsRequest(prodClient, name, '/version');
+    assert.equal(answer.status, 503, `${name}: ${answer.body}`);
+    assert.equal(answer.headers['retry-after'], '5');
+    assert.equal(JSON.parse(answer.body).code, 'Maintenance');
+  }
+  assert.equal(await sh('prod', `ls ${PENDING_OFF} 2>/dev/null; true`), '', 'an operator\'s switch arms nothing');
+  const again = await fleet.runScript('all.ts', ['--host', 'prod', '--maintenance', 'on']);
+  assert.match(again.stdout, /prod\s+maintenance\s+ok\s.*maintenance is on already/);
+  const off = await fleet.runScript('all.ts', ['--host', 'prod', '--maintenance', 'off']);
+  assert.equal(off.code, 0, output(off));
+  assert.equal(await prodVersion(), 'v1');
+  const bad = await fleet.runScript('all.ts', ['--host', 'prod', '--maintenance', 'maybe']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /--maintenance "maybe": use --maintenance on or --maintenance off/);
+
+  // What a promotion killed inside its window leaves: maintenance on, its off switch pending, the backend stopped.
+  await fleet.exec('prod', `mkdir -p /var/lib/convex-ops/pending && touch ${PENDING_OFF} && echo on > ${MAINTENANCE_FLAG} && docker stop convex-backend >/dev/null`);
+  assert.equal((await httpsRequest(prodClient, API, '/version')).status, 503);
+  const next = await fleet.runScript('all.ts', ['--host', 'prod']);
+  assert.equal(next.code, 0, output(next));
+  assert.match(next.stdout, /prod\s+nginx\s+changed\s.*maintenance off/);
+  assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} 2>/dev/null; true`), '');
+  assert.equal(await prodVersion(), 'v1');
+  assert.deepEqual(await prodDocument(), DOCUMENT);
 });
 
 test('v1 → v2: prod runs exactly the digest dev runs, its data intact, the promotion recorded and pinned', async () => {
   // The candidate from the inventory this time: dev's own images.
   const inventory = await fleet.writeInventory('v2', { hosts: { dev: { backend_image: image('backend', 'v2'), dashboard_image: image('dashboard', 'v2') } } });
+  const since = (await sh('prod', 'date +%s.%N')).trim();
+  const client = probe(prodClient, API, '/version');
   const run = await fleet.runScript('all.ts', ['--promote', 'dev:prod', '--yes', '--inventory', inventory]);
+  const seen = await client.stop();
   assert.equal(run.code, 0, output(run));
   assert.match(run.stdout, /PROMOTION dev → prod: promoted/);
   for (const n of [1, 2, 3, 4, 5, 6, 7]) assert.match(run.stdout, new RegExp(`── ${n}/8 `));
+
+  // The window: clients got 503s with Retry-After, never a 502, for at most 5 s; the run says how long.
+  assertClientsSaw503NotBadGateway(seen);
+  assert.ok(seen.longestGapMs <= 5000, `clients got no answer from the backend for ${seen.longestGapMs} ms: ${JSON.stringify([...seen.statuses])}`);
+  const printed = /prod answered nothing for (\d+\.\d) s \(clients got 503 with Retry-After; of it the backup (\d+\.\d) s, the candidate's start (\d+\.\d) s\)/.exec(run.stdout);
+  assert.ok(printed, run.stdout);
+  const record = lastRecord();
+  assert.equal(Number(printed[1]), Number(record.window.seconds.toFixed(1)));
+  assert.ok(record.window.seconds > 0 && record.window.seconds <= 5, JSON.stringify(record.window));
+  assert.ok(record.window.backupSeconds > 0 && record.window.backupSeconds < record.window.seconds, JSON.stringify(record.window));
+  // The client's gap holds the window the droplet measured (give or take one probe on either side).
+  assert.ok(seen.longestGapMs >= record.window.seconds * 1000 - 300, `${seen.longestGapMs} ms seen, ${record.window.seconds} s measured`);
+
+  // The pre-pull came before anything stopped: in the run, and in the droplet's Docker events.
+  const stages = record.stages.map((s: any) => s.stage.split(' ')[0]);
+  assert.ok(stages.indexOf('5') >= 0 && stages.indexOf('5') < stages.indexOf('6'), JSON.stringify(stages));
+  const prePulled = run.stdout.search(/prod\s+pre-pull\s+changed\s.*pull registry\.test:5000\/convex-backend@sha256:/);
+  assert.ok(prePulled >= 0 && prePulled < run.stdout.search(/prod\s+window\s+changed/), run.stdout);
+  const events = (await sh('prod', `docker events --since ${since} --until "$(date +%s.%N)" --format '{{.TimeNano}} {{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}'`)).split('\n');
+  const at = (line: string) => BigInt(line.split(' ')[0]!);
+  const pulls = events.filter(e => / image pull registry\.test:5000\/convex-(backend|dashboard)@sha256:/.test(e));
+  const backendStopped = events.filter(e => / container (kill|die|stop) \S+ convex-backend$/.test(e));
+  assert.equal(pulls.length, 2, events.join('\n'));
+  assert.ok(backendStopped.length > 0, events.join('\n'));
+  assert.ok(pulls.every(p => at(p) < at(backendStopped[0]!)), `a pull came after the backend stopped:\n${events.join('\n')}`);
 
   for (const container of ['convex-backend', 'convex-dashboard']) {
     const dev = await running('dev', container);
@@ -135,11 +253,11 @@ test('v1 → v2: prod runs exactly the digest dev runs, its data intact, the pro
     assert.match(prod.ref, /^registry\.test:5000\/convex-(backend|dashboard)@sha256:[0-9a-f]{64}$/);
     assert.ok(dev.digests.includes(prod.ref), `${container}: prod's ${prod.ref} is not one of dev's digests ${dev.digests.join(', ')}`);
   }
-  assert.equal(await sh('prod', 'curl -s http://127.0.0.1:3210/version'), 'v2');
+  assert.equal(await prodVersion(), 'v2');
   assert.deepEqual(await prodDocument(), DOCUMENT);
+  assert.equal(await databaseVersion(), '2', 'v2 migrated the database');
 
   // The record: time, versions from and to, the backup, every check, the outcome; git-ignored.
-  const record = lastRecord();
   assert.equal(record.outcome, 'promoted');
   assert.ok(!Number.isNaN(Date.parse(record.time)) && Date.parse(record.finished) >= Date.parse(record.time));
   assert.equal(record.versions.from.backend.version, 'v1');

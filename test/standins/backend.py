@@ -25,8 +25,13 @@ Behaviour is fixed at image build time through environment variables baked by th
 Dockerfile: CONVEX_STANDIN_VERSION (what /version reports) and CONVEX_STANDIN_BEHAVIOUR:
   v1       database schema version 1;
   v2       database schema version 2 (running it on a v1 database performs "Migration 1/1");
-  broken   like v2, but /version always answers 500, so the compose health check fails;
-  fragile  like v2, but /version answers 500 while /convex/data/FAIL_HERE exists.
+  broken      like v2, but /version always answers 500, so the compose health check fails;
+  fragile     like v2, but /version answers 500 while /convex/data/FAIL_HERE exists;
+  fragile-v1  like v1 (no migration from a v1 database), failing as fragile does.
+
+On start it migrates the database's metadata version forward as the real model::migrations
+does, in its words: "Migrating to N", "Migrated N", then "db metadata version up to date at N";
+an older binary on a newer database logs the real warning and keeps running.
 
 Usage:
   backend.py                       run the backend
@@ -53,8 +58,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = os.environ.get("CONVEX_STANDIN_VERSION", "unknown")
 BEHAVIOUR = os.environ.get("CONVEX_STANDIN_BEHAVIOUR", "v2")
-# The schema ("database version") this binary writes; only v1 is behind.
-DATABASE_VERSION = 1 if BEHAVIOUR == "v1" else 2
+# The schema ("database version") this binary writes; only v1 and fragile-v1 are behind.
+DATABASE_VERSION = 1 if BEHAVIOUR in ("v1", "fragile-v1") else 2
 
 # Overridable only so the script can be exercised outside a container; the image uses defaults.
 DATA_DIR = os.environ.get("CONVEX_STANDIN_DATA_DIR", "/convex/data")
@@ -368,12 +373,14 @@ class Store:
             if persisted < DATABASE_VERSION:
                 total = DATABASE_VERSION - persisted
                 for step, to_version in enumerate(range(persisted + 1, DATABASE_VERSION + 1), start=1):
+                    log("INFO", f"Migrating to {to_version}")
                     log("WARN", f"Executing Migration {step}/{total}. Wait for log line 'Migrated {to_version}'")
                     cur.execute(
                         f"UPDATE persistence_globals SET json_value = {p} WHERE key = {p}",
                         (json.dumps(to_version), VERSION_KEY),
                     )
                     log("INFO", f"Migrated {to_version}")
+                log("INFO", f"db metadata version up to date at {DATABASE_VERSION}")
             elif persisted == DATABASE_VERSION:
                 log("INFO", f"db metadata version up to date at {DATABASE_VERSION}")
             else:
@@ -579,7 +586,7 @@ class ApiHandler(Handler):
     def version(self):
         if BEHAVIOUR == "broken":
             return self.send_body(500, "this stand-in version is broken on purpose\n")
-        if BEHAVIOUR == "fragile" and os.path.exists(os.path.join(DATA_DIR, "FAIL_HERE")):
+        if BEHAVIOUR.startswith("fragile") and os.path.exists(os.path.join(DATA_DIR, "FAIL_HERE")):
             return self.send_body(500, f"{DATA_DIR}/FAIL_HERE exists, so this fragile stand-in fails\n")
         return self.send_body(200, VERSION)
 

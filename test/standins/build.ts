@@ -13,8 +13,9 @@ import { fileURLToPath } from 'node:url';
 export const STANDIN_DIR = path.dirname(fileURLToPath(import.meta.url));
 
 /** Backend tags and what each does (backend.py): `broken` fails its health check, `fragile`
- *  fails it only while /convex/data/FAIL_HERE exists. */
-export const BACKEND_VERSIONS = ['v1', 'v2', 'broken', 'fragile'] as const;
+ *  fails it only while /convex/data/FAIL_HERE exists, `fragile-v1` too but on v1's database
+ *  version (it migrates nothing where v1 ran). */
+export const BACKEND_VERSIONS = ['v1', 'v2', 'broken', 'fragile', 'fragile-v1'] as const;
 export const DASHBOARD_VERSIONS = ['v1', 'v2'] as const;
 export type BackendVersion = (typeof BACKEND_VERSIONS)[number];
 export type DashboardVersion = (typeof DASHBOARD_VERSIONS)[number];

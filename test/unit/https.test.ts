@@ -70,7 +70,7 @@ test('the site with the certificate: redirect, three HTTPS servers, websocket, d
   assert.equal(site.match(/ssl_certificate \/etc\/letsencrypt\/live\/convex-swarm-dev\/fullchain\.pem;/g)?.length, 3);
   assert.match(site, /map \$http_upgrade \$connection_upgrade_swarm_dev \{/);
   assert.equal(site.match(/proxy_set_header Connection \$connection_upgrade_swarm_dev;/g)?.length, 3);
-  assert.match(site, /server_name api\.example\.com;[\s\S]*location ~ \^\/api\/\(\[\^\/\]\+\/\)\?sync\$ \{\n\s+proxy_pass http:\/\/127\.0\.0\.1:3210;\n\s+proxy_read_timeout 3600s;/);
+  assert.match(site, /server_name api\.example\.com;[\s\S]*location ~ \^\/api\/\(\[\^\/\]\+\/\)\?sync\$ \{\n\s+if \(-f \/var\/lib\/convex-ops\/maintenance\/swarm-dev\) \{\n\s+return 503;\n\s+\}\n\s+proxy_pass http:\/\/127\.0\.0\.1:3210;\n\s+proxy_read_timeout 3600s;/);
   assert.match(site, /server_name example\.com;[\s\S]*proxy_pass http:\/\/127\.0\.0\.1:3211;/);
   assert.match(site, /allow 127\.0\.0\.1;\n\s+allow ::1;\n\s+allow 198\.51\.100\.0\/24;\n\s+allow 2001:db8::\/32;\n\s+deny all;/);
   const dashboard = site.slice(site.indexOf('server_name dashboard.example.com;'));
@@ -80,6 +80,25 @@ test('the site with the certificate: redirect, three HTTPS servers, websocket, d
   const newer = renderSite(host, { certificate: true, nginxVersion: '1.26.0', ipv6: true, ocsp: false });
   assert.equal(newer.match(/listen 443 ssl;\n\s+listen \[::\]:443 ssl;\n\s+http2 on;/g)?.length, 3);
   assert.ok(hasHttp2Directive('1.25.1') && !hasHttp2Directive('1.25.0') && !hasHttp2Directive(undefined));
+});
+
+test('maintenance: the api and site servers answer 503 with Retry-After and JSON while the flag exists; the dashboard is left alone', () => {
+  const site = renderSite(host, { certificate: true, nginxVersion: '1.22.1', ipv6: false, ocsp: false });
+  const servers = site.split(/\n(?=server \{)/);
+  const named = (name: string) => servers.find(s => s.includes(`server_name ${name};`))!;
+  for (const name of ['api.example.com', 'example.com']) {
+    const server = named(name);
+    // Every proxied location checks the flag first; the 503 goes to the JSON answer.
+    assert.equal(server.match(/proxy_pass /g)?.length, server.match(/if \(-f \/var\/lib\/convex-ops\/maintenance\/swarm-dev\) \{\n\s+return 503;/g)?.length, name);
+    assert.match(server, /error_page 503 @maintenance;/);
+    const answer = server.slice(server.indexOf('location @maintenance {'));
+    assert.match(answer, /default_type application\/json;/);
+    assert.match(answer, /add_header Retry-After 5 always;/);
+    assert.match(answer, /add_header Strict-Transport-Security "max-age=63072000" always;/);
+    const body = /return 503 '(.*)\\n';/.exec(answer)?.[1];
+    assert.deepEqual(Object.keys(JSON.parse(body ?? 'null')), ['code', 'message']);
+  }
+  assert.doesNotMatch(named('dashboard.example.com'), /maintenance/);
 });
 
 test("the site's TLS: Mozilla intermediate in every HTTPS server, HSTS always, stapling only with an OCSP responder", () => {

@@ -13,6 +13,8 @@ export interface PromotionOptions {
   source: Host;
   target: Host;
   candidate: Record<Role, string>;
+  /** The backup inside the window, with the backend stopped (exact); false: --no-backup-window. */
+  backupWindow: boolean;
 }
 
 export function promotionOptions(args: Args): PromotionOptions {
@@ -27,7 +29,8 @@ export function promotionOptions(args: Args): PromotionOptions {
   if (!args.yes && !process.stdin.isTTY) {
     fail(`--promote ${source.name}:${target.name} changes production, and this run is not interactive, so it cannot ask. Add --yes to go ahead without confirmation. Nothing was changed.`);
   }
-  return { inventory, source, target, candidate };
+  // minimist reads --no-backup-window as backup-window = false.
+  return { inventory, source, target, candidate, backupWindow: args['backup-window'] !== false };
 }
 
 /** dev and prod from "--promote dev:prod" or "--promote prod" (prod's promote_from). */

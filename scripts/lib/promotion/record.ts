@@ -7,8 +7,9 @@ import { localDir } from '../cli.ts';
 import type { StepResult } from '../step.ts';
 import type { BackupMade } from '../steps/backup.ts';
 import type { Role, RoleImages } from '../steps/promotion.ts';
+import type { MigrationLog } from '../steps/promotion-window.ts';
 
-export type Outcome = 'promoted' | 'unchanged' | 'refused' | 'preflight-failed' | 'stopped-at-dev' | 'backup-failed' | 'rolled-back' | 'rollback-failed';
+export type Outcome = 'promoted' | 'unchanged' | 'refused' | 'preflight-failed' | 'stopped-at-dev' | 'prepull-failed' | 'backup-failed' | 'rolled-back' | 'restored' | 'rollback-refused' | 'rollback-failed';
 
 interface ImageVersion {
   ref: string;
@@ -33,7 +34,14 @@ export interface PromotionRecord {
     to?: Record<Role, ImageVersion & { digest: string }>;
   };
   backup?: BackupMade;
-  rollback?: Record<Role, string>;
+  /** Maintenance on to off on the target, by its clock: the time it answered clients only 503s. */
+  window?: { seconds: number; backupSeconds?: number; startSeconds?: number };
+  /** A rollback's own window, when the promotion's had closed before prod failed its checks. */
+  rollbackWindow?: { seconds: number };
+  /** What the candidate's backend logged about its database on prod (model::migrations). */
+  migration?: MigrationLog;
+  /** images: the previous images on the data as it is; restore: from the window's backup first. */
+  rollback?: { kind: 'images' | 'restore'; images: Record<Role, string>; backup?: string };
   inventoryUpdate?: { updated: boolean; detail: string };
   stages: Array<{ stage: string; status: 'ok' | 'failed'; seconds: number; detail?: string }>;
   checks: Record<string, Array<{ check: string; status: string; detail: string }>>;

@@ -1,7 +1,11 @@
-// all.ts --promote dev:prod: the images proven on dev go to prod, byte for byte (by digest),
-// with a backup first and the previous images put back if prod fails its checks. One session
-// (one SSH connection, one run lock) per host for the whole promotion, rollback included.
-// Each numbered stage below is one function; runbook() is their order and what ends the run.
+// all.ts --promote dev:prod: the images proven on dev go to prod, byte for byte (by digest).
+// Prod's window is as short as it can be and measured: the images are pulled before anything
+// stops; then maintenance on (nginx answers 503 with Retry-After), the backend stopped, an exact
+// backup, the candidate started and waited for, maintenance off. If prod fails, it goes back to
+// the images it ran before; if the candidate's start migrated the database, from the backup too.
+// One session (one SSH connection, one run lock) per host for the whole promotion, rollback
+// included. Each numbered stage below is one function; runbook() is their order and what ends
+// the run.
 import { chalk } from 'zx';
 import type { Host } from '../inventory.ts';
 import type { Args, RunInfo } from '../cli.ts';
@@ -10,7 +14,11 @@ import { allSteps } from '../runbooks.ts';
 import type { HostSession } from '../session.ts';
 import type { Reporter } from '../report.ts';
 import { BACKUP_MADE, backup } from '../steps/backup.ts';
-import type { Role, RoleImages, SourceDigests } from '../steps/promotion.ts';
+import { compose } from '../steps/compose.ts';
+import { restoreSteps } from '../steps/restore.ts';
+import { MAINTENANCE_OFF_AT, MAINTENANCE_ON_AT, maintenanceOff, maintenanceOn } from '../steps/maintenance.ts';
+import { BACKEND_ANSWERED_AT, BACKEND_STOPPED_AT, BACKUP_SECONDS, migrationLogFact, planRollback, prePull, promotionWindow } from '../steps/promotion-window.ts';
+import type { RoleImages, SourceDigests } from '../steps/promotion.ts';
 import {
   describeImage,
   digestRefOf,
@@ -47,7 +55,7 @@ interface Promotion extends PromotionOptions {
 }
 
 export async function promote(args: Args): Promise<number> {
-  const { inventory, source, target, candidate } = promotionOptions(args);
+  const { inventory, source, target, candidate, backupWindow } = promotionOptions(args);
   const script = 'all';
   const reporter = makeReporter(args, inventory, [source, target], script);
   const p: Promotion = {
@@ -56,6 +64,7 @@ export async function promote(args: Args): Promise<number> {
     source,
     target,
     candidate,
+    backupWindow,
     reporter,
     run: { args, local: (...parts) => localDir(inventory, ...parts) },
     record: newRecord(inventory, source, target, candidate),
@@ -91,9 +100,14 @@ async function runbook(p: Promotion): Promise<number> {
   if (!p.args.yes && !(await confirm(`Promote ${ROLES.map(r => shortDigest(proven.digests[r])).join(' and ')} to ${target.name} (a backup is taken first)?`))) {
     return finish(p, 'refused', `not confirmed; ${target.name} was not touched`);
   }
-  if (!(await backUpTarget(p))) return finish(p, 'backup-failed', `the backup of ${target.name} failed, so it was not changed`);
-  if (await convergeAndCheckTarget(p, proven.digests)) return recordPromotion(p, before, proven);
-  return rollBack(p, before);
+  const pinned = withImages(target, proven.digests);
+  if (!(await prePullTarget(p, pinned))) return finish(p, 'prepull-failed', `the candidate's images could not be pulled on ${target.name}; nothing was stopped there`);
+  if (!p.backupWindow && !(await backUpWhileServing(p))) return finish(p, 'backup-failed', `the backup of ${target.name} failed, so it was not changed`);
+  const switched = await openWindow(p, pinned);
+  // No backup: the window failed before the candidate was started.
+  if (!p.record.backup) return resume(p, before);
+  if (switched && (await convergeAndCheckTarget(p, pinned))) return recordPromotion(p, before, proven);
+  return rollBack(p, before, p.record.backup.id);
 }
 
 /** 1. Both hosts reachable and locked; prod installed, with room for a backup. Returns what prod runs. */
@@ -132,19 +146,60 @@ async function readSourceDigests(p: Promotion, devCandidate: Host): Promise<Sour
   return proven;
 }
 
-/** 5. Back up prod. */
-async function backUpTarget(p: Promotion): Promise<boolean> {
-  const ok = await stage(p, '5', `back up ${p.target.name}`, () => p.prod.run([backup]));
+/** 5. The candidate's images on prod, verified by digest, while it still serves. */
+function prePullTarget(p: Promotion, pinned: Host): Promise<boolean> {
+  return stage(p, '5', `pull ${p.source.name}'s digests on ${p.target.name} (nothing stops)`, () => p.prod.run([prePull], { host: pinned }));
+}
+
+/** 6a. --no-backup-window: the backup taken before the window, while prod serves (a shorter window). */
+async function backUpWhileServing(p: Promotion): Promise<boolean> {
+  const ok = await stage(p, '6a', `back up ${p.target.name} while it serves (--no-backup-window)`, () => p.prod.run([backup]));
   p.record.backup = p.prod.memo.get(BACKUP_MADE);
   return ok;
 }
 
-/** 6–7. Prod to dev's digests, then prod's checks. */
-async function convergeAndCheckTarget(p: Promotion, digests: Record<Role, string>): Promise<boolean> {
+/**
+ * 6. The window, one step planned before it opens: maintenance on, the backend stopped, a backup
+ * nothing can write past, the candidate's backend started and waited for, maintenance off.
+ */
+async function openWindow(p: Promotion, pinned: Host): Promise<boolean> {
+  const ok = await stage(p, '6', `the window on ${p.target.name}: maintenance on, backend stopped, backup, ${p.source.name}'s digests started, maintenance off`, () => p.prod.run([promotionWindow({ backup: p.backupWindow })], { host: pinned }));
+  p.record.backup = p.prod.memo.get(BACKUP_MADE);
+  measureWindow(p, 'window');
+  return ok;
+}
+
+/** 7. Prod converged to dev's digests (the dashboard, the applied mark), then its checks. */
+async function convergeAndCheckTarget(p: Promotion, pinned: Host): Promise<boolean> {
   const { source, target } = p;
-  const pinned = withImages(target, digests);
-  const converged = await stage(p, '6', `converge ${target.name} to ${source.name}'s digests`, () => p.prod.run(allSteps(pinned, p.run), { host: pinned }));
+  const converged = await stage(p, '7', `converge ${target.name} to ${source.name}'s digests`, () => p.prod.run(allSteps(pinned, p.run), { host: pinned }));
   return converged && (await stage(p, '7', `check ${target.name}`, () => runChecks(p, p.prod, target.name, pinned)));
+}
+
+/**
+ * The time prod answered only 503s, by the droplet's clock: maintenance on to off, the
+ * backup's share in it. The promotion's own window, or a rollback's when it needed one too.
+ */
+function measureWindow(p: Promotion, which: 'window' | 'rollbackWindow'): void {
+  const { memo } = p.prod;
+  // A host without domains has no maintenance switch: its window is the backend's stop to its answer.
+  const on = memo.get(MAINTENANCE_ON_AT) ?? memo.get(BACKEND_STOPPED_AT);
+  const off = memo.get(MAINTENANCE_OFF_AT) ?? memo.get(BACKEND_ANSWERED_AT);
+  if (on === undefined || off === undefined || off < on) return;
+  const tenths = (seconds: number) => Math.round(seconds * 10) / 10;
+  if (which === 'rollbackWindow') {
+    p.record.rollbackWindow = { seconds: tenths(off - on) };
+    return;
+  }
+  // Its parts: the stop, the backup, and the candidate's start until it answered.
+  const stopped = memo.get(BACKEND_STOPPED_AT);
+  const backup = memo.get(BACKUP_SECONDS);
+  const answered = memo.get(BACKEND_ANSWERED_AT);
+  p.record.window = {
+    seconds: tenths(off - on),
+    ...(backup !== undefined ? { backupSeconds: tenths(backup) } : {}),
+    ...(stopped !== undefined && backup !== undefined && answered !== undefined ? { startSeconds: tenths(answered - stopped - backup) } : {}),
+  };
 }
 
 /** Prod passed: the mark on prod that guards the promotion, and the inventory pinned to it. */
@@ -163,20 +218,53 @@ async function recordPromotion(p: Promotion, before: RoleImages, { digests, runn
   return finish(p, 'promoted', `${target.name} runs ${shortDigest(digests.backend)} and ${shortDigest(digests.dashboard)}, as ${source.name} does`);
 }
 
-/** 7b. Roll prod back to the images it ran before; its data is left as it is. */
-async function rollBack(p: Promotion, before: RoleImages): Promise<number> {
-  const { source, target, prod, record } = p;
-  p.reporter.say(chalk.red(`\n${target.name} failed with ${source.name}'s images: rolling back to the images it ran before (its data is not restored).`));
-  const rolledBack = await stage(p, '7b', `roll ${target.name} back to ${describeImage(before.backend)} and ${describeImage(before.dashboard)}`, async () => {
-    if (!(await prod.run([rollbackTarget(target, before)], { afterFailure: true }))) return false;
-    const refs = rollbackRefs(await prod.fact(previousImagesFact(target, before)), before);
-    record.rollback = refs;
-    const previous = withImages(target, refs);
-    return (await prod.run(allSteps(previous, p.run), { host: previous, afterFailure: true })) && (await runChecks(p, prod, `${target.name} after rollback`, previous, true));
+/** The host with the images prod ran before the promotion, as prod still knows them (rollbackRefs). */
+async function previousHost(p: Promotion, before: RoleImages): Promise<Host | undefined> {
+  if (!(await p.prod.run([rollbackTarget(p.target, before)], { afterFailure: true }))) return undefined;
+  return withImages(p.target, rollbackRefs(await p.prod.fact(previousImagesFact(p.target, before)), before));
+}
+
+/** 6b. The window failed before its backup was made (so before the candidate): prod started again as it was, and maintenance off. */
+async function resume(p: Promotion, before: RoleImages): Promise<number> {
+  const { target, prod } = p;
+  const ok = await stage(p, '6b', `start ${target.name} again on ${describeImage(before.backend)}`, async () => {
+    const previous = await previousHost(p, before);
+    return previous !== undefined && (await prod.run([...allSteps(previous, p.run), maintenanceOff], { host: previous, afterFailure: true }));
   });
-  const restoreHint = record.backup ? ` If its data must go back too: npx zx scripts/restore.ts --host ${target.name} --backup ${record.backup.id} --yes` : '';
+  measureWindow(p, 'window');
+  return ok
+    ? finish(p, 'backup-failed', `the window on ${target.name} failed before its backup was made, so it was started again on the images it ran, unchanged`)
+    : finish(p, 'rollback-failed', `the window on ${target.name} failed before its backup was made AND starting it again failed: it needs attention now. See the failures above.`);
+}
+
+/**
+ * 7b. Prod back to what it ran before, behind maintenance: the images alone when the
+ * candidate's start migrated nothing; else from the window's backup first (planRollback).
+ */
+async function rollBack(p: Promotion, before: RoleImages, backup: string): Promise<number> {
+  const { source, target, prod, record } = p;
+  const since = prod.memo.get(MAINTENANCE_ON_AT) ?? prod.memo.get(BACKEND_STOPPED_AT);
+  // Unread, a migration cannot be ruled out: planRollback then restores.
+  const migration = since === undefined ? undefined : await prod.fact(migrationLogFact(since)).catch(() => undefined);
+  const plan = planRollback(migration, backup, { quiesced: p.backupWindow });
+  if (migration) record.migration = migration;
+  p.reporter.say(chalk.red(`\n${target.name} failed with ${source.name}'s images: ${plan.why.replace(/<host>/g, target.name)}`));
+  const { kind } = plan;
+  if (kind === 'refused') return finish(p, 'rollback-refused', `${target.name} failed with the candidate, which migrated its database; --no-backup-window: the rollback was refused (see above).`);
+  const title = plan.kind === 'restore' ? `restore ${target.name} from ${plan.backup}, then start ${describeImage(before.backend)}` : `roll ${target.name} back to ${describeImage(before.backend)} and ${describeImage(before.dashboard)}`;
+  const rolledBack = await stage(p, '7b', title, async () => {
+    const previous = await previousHost(p, before);
+    if (!previous) return false;
+    record.rollback = { kind, images: { backend: previous.backend_image, dashboard: previous.dashboard_image }, ...(plan.kind === 'restore' ? { backup: plan.backup } : {}) };
+    const restore = plan.kind === 'restore' ? [compose, ...restoreSteps(plan.backup)] : [];
+    const steps = [maintenanceOn({ pending: true }), ...restore, ...allSteps(previous, p.run), maintenanceOff];
+    return (await prod.run(steps, { host: previous, afterFailure: true })) && (await runChecks(p, prod, `${target.name} after rollback`, previous, true));
+  });
+  measureWindow(p, record.window ? 'rollbackWindow' : 'window');
+  const restoreHint = plan.kind === 'images' ? ` If its data must go back too: npx zx scripts/restore.ts --host ${target.name} --backup ${plan.backup} --yes` : '';
+  const done = plan.kind === 'restore' ? `restored from ${plan.backup} (taken just before the switch) and started on ${describeImage(before.backend)}` : `rolled back to ${describeImage(before.backend)}`;
   return rolledBack
-    ? finish(p, 'rolled-back', `${target.name} failed with the candidate and was rolled back to ${describeImage(before.backend)}; its checks pass again.${restoreHint}`)
+    ? finish(p, plan.kind === 'restore' ? 'restored' : 'rolled-back', `${target.name} failed with the candidate and was ${done}; its checks pass again.${restoreHint}`)
     : finish(p, 'rollback-failed', `${target.name} failed with the candidate AND after the rollback: it needs attention now. See the failures above.${restoreHint}`);
 }
 

@@ -24,9 +24,23 @@ export function printSummary(reporter: Reporter, record: PromotionRecord, file: 
     const failed = checks.filter(c => c.status === 'failed');
     reporter.say(`  checks   ${host}: ${checks.length - failed.length}/${checks.length} ok${failed.length ? ` — failed: ${failed.map(c => `${c.check} (${c.detail.split('\n')[0]})`).join('; ')}` : ''}`);
   }
-  if (record.rollback) reporter.say(`  rollback ${target.name} back to ${record.rollback.backend} and ${record.rollback.dashboard}; data not restored`);
+  if (record.window) reporter.say(`  window   ${describeWindow(target.name, record.window)}`);
+  if (record.rollbackWindow) reporter.say(`  window   the rollback: ${describeWindow(target.name, record.rollbackWindow)}`);
+  if (record.rollback) {
+    const { images, kind, backup } = record.rollback;
+    reporter.say(`  rollback ${target.name} back to ${images.backend} and ${images.dashboard}; ${kind === 'restore' ? `data restored from ${backup} (the candidate had migrated the database)` : 'data not restored (no migration)'}`);
+  }
   if (record.inventoryUpdate) printInventoryUpdate(reporter, record.inventoryUpdate, target);
   reporter.say(`  record   ${relative(process.cwd(), file) || file}`);
+}
+
+/** "prod answered nothing for 2.3 s …": what clients of the target saw while it was switched. */
+export function describeWindow(target: string, window: NonNullable<PromotionRecord['window']>): string {
+  const parts = [
+    ...(window.backupSeconds !== undefined ? [`the backup ${window.backupSeconds.toFixed(1)} s`] : []),
+    ...(window.startSeconds !== undefined ? [`the candidate's start ${window.startSeconds.toFixed(1)} s`] : []),
+  ];
+  return `${target} answered nothing for ${window.seconds.toFixed(1)} s (clients got 503 with Retry-After${parts.length ? `; of it ${parts.join(', ')}` : ''})`;
 }
 
 function printInventoryUpdate(reporter: Reporter, update: NonNullable<PromotionRecord['inventoryUpdate']>, target: Host): void {

@@ -3,7 +3,9 @@
 import type { Host } from '../inventory.ts';
 import type { Step } from '../step.ts';
 import { fileFact, MANAGED_MARKER } from '../files.ts';
+import type { FileState } from '../files.ts';
 import { fileChanges, phase } from '../plan.ts';
+import type { Change } from '../plan.ts';
 import { CONVEX_NETWORK } from './docker.ts';
 import { PG_CA_PATH } from './postgres-external.ts';
 import { composePath } from './secret.ts';
@@ -47,13 +49,18 @@ export function renderCompose(host: Host): string {
   return `# ${MANAGED_MARKER} from files/docker-compose.yml and the inventory: edit those, not this file.\n${yaml().stringify(doc, { lineWidth: 0 })}`;
 }
 
+/** docker-compose.yml as the host's values make it: nothing when it is so already. */
+export function planCompose(file: FileState, host: Host): Change[] {
+  return fileChanges(file, { path: composePath(host), content: renderCompose(host), mode: '644', label: 'docker-compose.yml' });
+}
+
 export const compose: Step = {
   name: 'compose',
   warm: loadYaml,
   phases: [
     phase({
       facts: host => ({ file: fileFact(composePath(host)) }),
-      plan: ({ file }, host) => fileChanges(file, { path: composePath(host), content: renderCompose(host), mode: '644', label: 'docker-compose.yml' }),
+      plan: ({ file }, host) => planCompose(file, host),
       ok: (_, host) => `docker-compose.yml pins ${host.backend_image.split('/').pop()} and ${host.dashboard_image.split('/').pop()}`,
     }),
   ],

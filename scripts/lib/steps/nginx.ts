@@ -20,6 +20,7 @@ import { lines, script, sh } from '../shell.ts';
 import type { CertificateState } from '../facts/certificate.ts';
 import { certificateFact, certificatePaths } from '../facts/certificate.ts';
 import { domainList } from '../facts/dns.ts';
+import { maintenanceFlag, maintenanceOffHandler } from './maintenance.ts';
 
 /** Where certbot places the HTTP-01 challenge files that nginx serves on port 80. */
 export const ACME_WEBROOT = '/var/www/convex-ops-acme';
@@ -142,6 +143,7 @@ export function renderSite(host: Host, opts: SiteOptions): string {
       connection_upgrade: `$connection_upgrade_${host.instance_name.replace(/-/g, '_')}`,
       // The droplet itself (checks, SSH tunnels) and the inventory's list; nobody else.
       dashboard_allow: ['127.0.0.1', '::1', ...host.dashboard_allow],
+      maintenance_flag: maintenanceFlag(host),
     },
     template,
   );
@@ -209,8 +211,9 @@ export function planSite(facts: SiteFacts, host: Host): Change[] {
   if (link !== `link:${path}` && !changes.some(c => c.arms)) {
     changes.push({ label: `enable ${path} (link from sites-enabled)`, script: siteChangeScript(host, { pendingBefore }), arms: NGINX_RELOAD });
   }
-  if (!nginx.running) return [...changes, { label: 'start nginx', script: startNginxScript(), clears: NGINX_RELOAD }];
-  return withHandler(changes, reloadNginx, pending);
+  // A promotion killed inside its window left maintenance on: it goes off once the site serves.
+  const served = nginx.running ? withHandler(changes, reloadNginx, pending) : [...changes, { label: 'start nginx', script: startNginxScript(), clears: NGINX_RELOAD }];
+  return withHandler(served, maintenanceOffHandler(host), pending);
 }
 
 /** nginx itself and the folder certbot's challenges are served from. */

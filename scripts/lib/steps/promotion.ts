@@ -10,6 +10,8 @@ import { lines, sh } from '../shell.ts';
 import { imagesFact } from './up.ts';
 import { CONTAINERS } from './docker.ts';
 import { backupEstimateFact, formatBytes } from './backup.ts';
+import { maintenanceProblem } from './maintenance.ts';
+import { sitePath } from './nginx.ts';
 
 export type Role = 'backend' | 'dashboard';
 export const ROLES: Role[] = ['backend', 'dashboard'];
@@ -180,14 +182,17 @@ export function installedImages(running: Partial<RoleImages>, host: Host): RoleI
   throw new Error(`${missing.map(r => CONTAINERS[r]).join(' and ')} not found: ${host.name} is not installed. Run all.ts --host ${host.name} first; nothing was changed.`);
 }
 
-/** Prod: both containers running, and room for the backup taken before anything changes. */
+/** Prod: both containers running, room for the backup taken before anything changes, and (with domains) an nginx site that knows maintenance mode. */
 export const preflightTarget: Step = {
   name: 'preflight',
   phases: [
     phase({
-      facts: (host: Host) => ({ running: runningImagesFact, estimate: backupEstimateFact(host) }),
-      plan: ({ running, estimate }, host) => {
+      facts: (host: Host) => ({ running: runningImagesFact, estimate: backupEstimateFact(host), site: fileFact(sitePath(host)) }),
+      plan: ({ running, estimate, site }, host) => {
         installedImages(running, host);
+        // The window needs nginx's maintenance answer: refused now rather than half-way.
+        const maintenance = maintenanceProblem(site, host);
+        if (maintenance) throw new Error(maintenance);
         if (typeof estimate === 'string') throw new Error(`cannot estimate the size of a backup: ${estimate}`);
         if (estimate.free < estimate.need) {
           throw new Error(`not enough free disk for the backup taken before the promotion: ${formatBytes(estimate.free)} free on ${host.volume}, up to ${formatBytes(estimate.need)} needed. Free some space (old backups: [backup] keep); nothing was changed.`);

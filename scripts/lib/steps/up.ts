@@ -10,7 +10,7 @@ import type { FileState } from '../files.ts';
 import type { Change } from '../plan.ts';
 import { phase } from '../plan.ts';
 import type { RunResult } from '../ssh.ts';
-import { lines, sh } from '../shell.ts';
+import { lines, script, sh } from '../shell.ts';
 import type { Script } from '../shell.ts';
 import { engineRead, parseEngine } from '../docker-api.ts';
 import { COMPOSE_MISSING, composeCommandOf, CONTAINERS, containersFact, dockerState } from './docker.ts';
@@ -155,6 +155,69 @@ export function startContainersScript(host: Host, compose: string, opts: { pull:
     sh`must 'compose up' ${command} up -d`,
     sh`wait_healthy yes`,
     sh`{ mkdir -p ${STATE_DIR} && printf '%s\\n' ${opts.appliedHash} > ${`${APPLIED}.new`} && mv -f ${`${APPLIED}.new`} ${APPLIED}; } || fail ${`${host.name}: recording the applied configuration in ${APPLIED} failed`}`,
+  );
+}
+
+/**
+ * Pulls images by digest and proves each is the one named: a digest reference whose image does
+ * not list that digest among its RepoDigests fails. Nothing is stopped or started.
+ */
+export function pullVerifiedScript(host: Host, refs: string[]): Script {
+  return lines(
+    ...prelude(host),
+    ...PULL,
+    ...refs.flatMap(ref => [
+      sh`pull ${ref}`,
+      sh`docker image inspect --format '{{join .RepoDigests " "}}' ${ref} | tr ' ' '\\n' | grep -qxF ${ref} || fail ${`${host.name}: ${ref} was pulled, but the image does not carry that digest`}`,
+      sh`echo ${`verified ${ref}`}`,
+    ]),
+  );
+}
+
+/**
+ * wait_answering: polls the backend's /version (what its health check asks) every 0.1 s until
+ * it answers 200, so that a promotion's window ends as soon as the backend serves, not at
+ * Docker's next health check (5 s apart). A backend that answers, but not 200, for 10 s in a
+ * row is failing (the real one listens only once its migrations are done), and fails the wait
+ * with its answer: a bad candidate is told in seconds, not after Docker's five failed checks.
+ * Every second it also looks for a crash loop; at most 150 s.
+ */
+const WAIT_ANSWERING: Script[] = [
+  sh`wait_answering() {`,
+  sh`  start=$(date +%s) baseline= i=0 failing_since=`,
+  sh`  while :; do`,
+  sh`    code=$(curl -s -o "$d/version" -w '%{http_code}' --max-time 2 http://127.0.0.1:3210/version) || true`,
+  sh`    [ "$code" != 200 ] || return 0`,
+  sh`    now=$(date +%s)`,
+  sh`    if [ "\${code:-000}" != 000 ]; then`,
+  sh`      failing_since=\${failing_since:-$now}`,
+  sh`      [ $((now - failing_since)) -lt 10 ] || fail "the backend answers /version with HTTP $code (for 10 s): $(head -c 300 "$d/version"). Run scripts/doctor.ts --host $host for the cause."`,
+  sh`    else`,
+  sh`      failing_since=`,
+  sh`    fi`,
+  sh`    i=$((i + 1))`,
+  sh`    if [ $((i % 10)) -eq 0 ]; then`,
+  sh`      set -- $(docker inspect --format '{{.State.Status}} {{.RestartCount}}' ${CONTAINERS.backend} 2>/dev/null)`,
+  sh`      status=\${1:-} restarts=\${2:-0}`,
+  sh`      baseline=\${baseline:-$restarts}`,
+  sh`      if [ "$status" = exited ] || [ $((restarts - baseline)) -ge 2 ]; then`,
+  sh`        fail "the backend is not staying up ($status, $restarts restarts). Last log lines:" "$(docker logs --tail 15 ${CONTAINERS.backend} 2>&1)"`,
+  sh`      fi`,
+  sh`      [ $((now - start)) -lt 150 ] || fail "the backend did not answer /version within 150 s ($status). Run scripts/doctor.ts --host $host."`,
+  sh`    fi`,
+  sh`    sleep 0.1`,
+  sh`  done`,
+  sh`}`,
+];
+
+/** The backend alone started from the compose file as it is, and waited for until it answers (wait_answering). */
+export function startBackendAnsweringScript(host: Host, compose: Script): Script {
+  return lines(
+    ...prelude(host),
+    ...WAIT_ANSWERING,
+    sh`cd ${host.root} || fail ${`${host.name}: cannot enter ${host.root}`}`,
+    script`must 'compose up backend' ${compose} up -d --no-deps backend`,
+    sh`wait_answering`,
   );
 }
 
