@@ -5,6 +5,8 @@
 import { readFileSync } from 'node:fs';
 import TOML from '@iarna/toml';
 import { validateInventory } from './inventory/validate.ts';
+import type { ValidateOptions } from './inventory/validate.ts';
+import type { Settings } from './backend-settings.ts';
 
 export interface Domains { api: string; site: string; dashboard: string }
 export interface PostgresConfig {
@@ -47,6 +49,9 @@ export interface Host extends Endpoint {
   postgres: PostgresConfig;
   backup: { keep: number };
   promote_from?: string;
+  /** [backend_env] and [dashboard_env]: environment variables of the containers, names checked. */
+  backend_env?: Settings;
+  dashboard_env?: Settings;
 }
 export interface Inventory { path: string; hosts: Map<string, Host>; groups: Map<string, string[]>; warnings: string[] }
 
@@ -59,7 +64,7 @@ export function defaultInventoryPath(): string {
   return process.env.CONVEX_OPS_INVENTORY ?? 'inventory.toml';
 }
 
-export function loadInventory(path: string): Inventory {
+export function loadInventory(path: string, options: ValidateOptions = {}): Inventory {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -75,7 +80,7 @@ export function loadInventory(path: string): Inventory {
     const reason = e.message.split('\n')[0];
     throw new InventoryError(`${path}${where}: invalid TOML: ${reason}. Fix the syntax at that line and column.`);
   }
-  const validated = validateInventory(data, path);
+  const validated = validateInventory(data, path, options);
   const problems = validated.problems;
   if (problems) throw new InventoryError(`${path}: ${problems.length === 1 ? problems[0] : '\n  - ' + problems.join('\n  - ')}`);
   return validated.inventory;

@@ -12,6 +12,7 @@ import { registerSecret } from '../redact.ts';
 import { sh } from '../shell.ts';
 import { yaml } from '../yaml.ts';
 import { CONTAINERS, containersFact } from './docker.ts';
+import { envKeyOf, secretValues, SETTING_ENV_PREFIXES } from '../backend-settings.ts';
 import type { ContainerState } from './docker.ts';
 
 export const envPath = (host: Host) => `${host.root}/.env`;
@@ -33,9 +34,12 @@ export function parseEnv(text: string): EnvValues {
     if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
     values.set(match[1]!, value);
   }
-  for (const key of SECRET_KEYS) registerSecret(values.get(key));
+  for (const [key, value] of values) if (isSecretKey(key)) registerSecret(value);
   return values;
 }
+
+/** The keys whose values are masked: ours, and the secret settings of [backend_env] and [dashboard_env]. */
+const isSecretKey = (key: string) => SECRET_KEYS.includes(key) || SETTING_ENV_PREFIXES.some(prefix => key.startsWith(prefix));
 
 export function renderEnv(values: EnvValues): string {
   const keys = [...OWN_KEYS.filter(k => values.has(k)), ...[...values.keys()].filter(k => !OWN_KEYS.includes(k))];
@@ -144,8 +148,27 @@ export function wantedEnv(host: Host, current: EnvValues, adopted: Adopted = {},
     values.delete('POSTGRES_PASSWORD');
   }
   values.set('POSTGRES_URL', postgresUrl(host, password));
-  for (const key of SECRET_KEYS) registerSecret(values.get(key));
+  setSecretSettings(host, values);
+  for (const [key, value] of values) if (isSecretKey(key)) registerSecret(value);
   return values;
+}
+
+/**
+ * The secret settings' keys, with their values from the operator's environment (cli.ts checked
+ * them before connecting); keys of settings no longer in the inventory go, so no stale secret
+ * stays on the droplet.
+ */
+function setSecretSettings(host: Host, values: EnvValues): void {
+  const wanted = new Map<string, string>();
+  for (const [service, settings] of [['backend', host.backend_env], ['dashboard', host.dashboard_env]] as const) {
+    const secrets = secretValues(settings ?? {}, `hosts.${host.name}.${service}_env`);
+    if (secrets.problems.length) throw new Error(secrets.problems.join('\n'));
+    for (const [name, value] of secrets.values) wanted.set(envKeyOf(service, name), value);
+  }
+  for (const key of values.keys()) {
+    if (SETTING_ENV_PREFIXES.some(prefix => key.startsWith(prefix)) && !wanted.has(key)) values.delete(key);
+  }
+  for (const [key, value] of wanted) values.set(key, value);
 }
 
 /** The .env holding `values`: mode 0600, and its diffs show keys with every value masked. */
