@@ -4,6 +4,8 @@
 // file; a secret one ({ env = "NAME" }, read from the operator's environment) goes into the
 // droplet's .env under a key of ours, and the compose file only refers to it.
 import { closest, distance } from 'fastest-levenshtein';
+import { operatorSecret } from './operator-secret.ts';
+import { STORAGE_VARIABLES } from './storage.ts';
 
 export type Service = 'backend' | 'dashboard';
 
@@ -58,6 +60,7 @@ const OWNED: Record<string, string> = {
   NEXT_PUBLIC_DEPLOYMENT_URL: '[domains] api (or bind_address without domains)',
   PG_CA_FILE: '[postgres] ca_file',
   DO_NOT_REQUIRE_SSL: '[postgres] mode (local turns it on, external keeps TLS verified)',
+  ...Object.fromEntries(STORAGE_VARIABLES.map(name => [name, '[storage] (mode = "s3" with its region, endpoint, buckets and credentials)'])),
 };
 
 /** The .env key holding a secret setting: our own prefix, so it never meets a key of .env's own. */
@@ -137,20 +140,15 @@ function valueProblems(setting: SettingValue, kind: Kind, where: string, found: 
   else if (kind === 'log-format' && !['json', 'compact', 'pretty'].includes(value)) found.problems.push(`${where}: ${JSON.stringify(value)} must be "json", "compact" or "pretty".`);
 }
 
-/**
- * The value of each secret setting, from the operator's environment; the problems name the
- * variable, never a value. A value goes into .env as KEY=value, where quotes, "$", "#",
- * backslashes and spaces would be read as syntax, so those are refused.
- */
+/** The value of each secret setting, from the operator's environment, or the problems. */
 export function secretValues(settings: Settings, at: string, env: NodeJS.ProcessEnv = process.env): { values: Map<string, string>; problems: string[] } {
   const values = new Map<string, string>();
   const problems: string[] = [];
   for (const [name, setting] of Object.entries(settings)) {
     if (!('env' in setting)) continue;
-    const value = env[setting.env];
-    if (!value) problems.push(`${at}.${name}: the environment variable ${setting.env} is not set. Export it with the value, then run again.`);
-    else if (!/^[\x21-\x7e]+$/.test(value) || /["'`$#\\]/.test(value)) problems.push(`${at}.${name}: the value of ${setting.env} may hold only printable characters other than spaces, quotes, "$", "#" and "\\" (it is written to .env).`);
-    else values.set(name, value);
+    const secret = operatorSecret(setting.env, `${at}.${name}`, env);
+    if ('problem' in secret) problems.push(secret.problem);
+    else values.set(name, secret.value);
   }
   return { values, problems };
 }

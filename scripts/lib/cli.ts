@@ -11,7 +11,7 @@ import { HostSession } from './session.ts';
 import type { Step } from './step.ts';
 import type { Check } from './check.ts';
 import { redact, registerSecret } from './redact.ts';
-import { secretValues } from './backend-settings.ts';
+import { secretEnvValues } from './steps/secret.ts';
 
 export type Args = minimist.ParsedArgs;
 
@@ -96,11 +96,9 @@ function preflight(host: Host): void {
     if (!password) throw new InventoryError(`${at}.postgres.password_env: the environment variable ${variable} is not set. Export it with the database password, then run again.`);
     registerSecret(password);
   }
-  for (const [key, settings] of [['backend_env', host.backend_env], ['dashboard_env', host.dashboard_env]] as const) {
-    const secrets = secretValues(settings ?? {}, `${at}.${key}`);
-    if (secrets.problems.length) throw new InventoryError(secrets.problems.join('\n'));
-    for (const value of secrets.values.values()) registerSecret(value);
-  }
+  const secrets = secretEnvValues(host);
+  if (secrets.problems.length) throw new InventoryError(secrets.problems.join('\n'));
+  for (const value of secrets.values.values()) registerSecret(value);
   for (const [key, path] of [['identity', host.identity], ['acme.ca_bundle', host.acme.ca_bundle], ['postgres.ca_file', host.postgres.ca_file]] as const) {
     if (path && !existsSync(path)) throw new InventoryError(`${at}.${key}: ${path} does not exist on this machine.`);
   }

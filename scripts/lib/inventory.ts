@@ -7,6 +7,7 @@ import TOML from '@iarna/toml';
 import { validateInventory } from './inventory/validate.ts';
 import type { ValidateOptions } from './inventory/validate.ts';
 import type { Settings } from './backend-settings.ts';
+import type { StorageConfig } from './storage.ts';
 
 export interface Domains { api: string; site: string; dashboard: string }
 export interface PostgresConfig {
@@ -52,6 +53,8 @@ export interface Host extends Endpoint {
   /** [backend_env] and [dashboard_env]: environment variables of the containers, names checked. */
   backend_env?: Settings;
   dashboard_env?: Settings;
+  /** [storage]: local (none given) or S3, whole. */
+  storage?: StorageConfig;
 }
 export interface Inventory { path: string; hosts: Map<string, Host>; groups: Map<string, string[]>; warnings: string[] }
 

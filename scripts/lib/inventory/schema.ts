@@ -27,6 +27,12 @@ export const HOST_KEYS: Record<string, Spec> = {
   backup: table({ keep: integer }),
   // Environment variables of the containers.
   backend_env: { type: 'settings' }, dashboard_env: { type: 'settings' },
+  // Where files, modules, exports and search indexes live (storage.ts).
+  storage: table({
+    mode: text, endpoint: text, region: text, force_path_style: { type: 'boolean' },
+    exports_bucket: text, snapshot_imports_bucket: text, modules_bucket: text, files_bucket: text, search_bucket: text,
+    access_key_env: text, secret_key_env: text,
+  }),
 };
 export const TOP_KEYS = ['defaults', 'hosts', 'groups'];
 

@@ -9,6 +9,8 @@ import { endpointOf, resolveJumps, sshContext } from './ssh.ts';
 import type { SshContext } from './ssh.ts';
 import { checkSettings } from '../backend-settings.ts';
 import type { Settings } from '../backend-settings.ts';
+import { checkStorage } from '../storage.ts';
+import type { StorageConfig } from '../storage.ts';
 
 export interface ValidateOptions {
   /** --allow-unknown-env: names in [backend_env] and [dashboard_env] that no image is known to read pass. */
@@ -201,8 +203,13 @@ const settings: HostRule = ({ m, at, options }, found) => {
   }
 };
 
+/** [storage]: replaced in the merged table by the StorageConfig it makes, when it is whole. */
+const storage: HostRule = ({ m, at }, { problems }) => {
+  if (m.storage !== undefined) m.storage = checkStorage(m.storage as Record<string, unknown>, at('storage'), problems);
+};
+
 /** In the order their messages are listed. */
-const HOST_RULES: HostRule[] = [required, instanceName, paths, bindAddress, images, promoteFrom, postgres, domains, acme, dashboardAllow, numbers, settings];
+const HOST_RULES: HostRule[] = [required, instanceName, paths, bindAddress, images, promoteFrom, postgres, domains, acme, dashboardAllow, numbers, settings, storage];
 
 function toHost(table: HostTable, base: string, found: Findings, ssh: SshContext): Host | undefined {
   const { name, m } = table;
@@ -236,6 +243,7 @@ function toHost(table: HostTable, base: string, found: Findings, ssh: SshContext
     promote_from: m.promote_from as string | undefined,
     backend_env: m.backend_env as Settings | undefined,
     dashboard_env: m.dashboard_env as Settings | undefined,
+    storage: m.storage as StorageConfig | undefined,
   };
 }
 

@@ -10,6 +10,7 @@ import { composePath } from './secret.ts';
 import { loadYaml, yaml } from '../yaml.ts';
 import { templateText } from '../templates.ts';
 import { composeValue } from '../backend-settings.ts';
+import { storageEnvironment } from '../storage.ts';
 import type { Service as SettingsService, Settings } from '../backend-settings.ts';
 
 interface Service { image: string; ports: string[]; volumes?: string[]; environment: Record<string, string> }
@@ -34,6 +35,7 @@ export function renderCompose(host: Host): string {
   // The inventory's settings first, so that no setting could ever take the place of one below.
   applySettings(backend, 'backend', host.backend_env);
   applySettings(dashboard, 'dashboard', host.dashboard_env);
+  Object.assign(backend.environment, storageEnvironment(host.storage));
   backend.image = host.backend_image;
   backend.ports = [`${bind}:3210:3210`, `${bind}:3211:3211`];
   backend.volumes = [`${host.volume}/data:/convex/data`];

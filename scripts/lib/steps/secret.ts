@@ -13,6 +13,7 @@ import { sh } from '../shell.ts';
 import { yaml } from '../yaml.ts';
 import { CONTAINERS, containersFact } from './docker.ts';
 import { envKeyOf, secretValues, SETTING_ENV_PREFIXES } from '../backend-settings.ts';
+import { CREDENTIAL_ENV_PREFIX, storageCredentials } from '../storage.ts';
 import type { ContainerState } from './docker.ts';
 
 export const envPath = (host: Host) => `${host.root}/.env`;
@@ -38,8 +39,9 @@ export function parseEnv(text: string): EnvValues {
   return values;
 }
 
-/** The keys whose values are masked: ours, and the secret settings of [backend_env] and [dashboard_env]. */
-const isSecretKey = (key: string) => SECRET_KEYS.includes(key) || SETTING_ENV_PREFIXES.some(prefix => key.startsWith(prefix));
+/** The keys whose values are masked: ours, the secret settings of [backend_env] and [dashboard_env], the [storage] credentials. */
+const INVENTORY_SECRET_PREFIXES = [...SETTING_ENV_PREFIXES, CREDENTIAL_ENV_PREFIX];
+const isSecretKey = (key: string) => SECRET_KEYS.includes(key) || INVENTORY_SECRET_PREFIXES.some(prefix => key.startsWith(prefix));
 
 export function renderEnv(values: EnvValues): string {
   const keys = [...OWN_KEYS.filter(k => values.has(k)), ...[...values.keys()].filter(k => !OWN_KEYS.includes(k))];
@@ -154,21 +156,32 @@ export function wantedEnv(host: Host, current: EnvValues, adopted: Adopted = {},
 }
 
 /**
- * The secret settings' keys, with their values from the operator's environment (cli.ts checked
- * them before connecting); keys of settings no longer in the inventory go, so no stale secret
- * stays on the droplet.
+ * What .env holds for the inventory's secrets, by .env key: the secret settings of
+ * [backend_env] and [dashboard_env] and the [storage] credentials, from the operator's
+ * environment; or the problems (cli.ts reports them before connecting).
  */
-function setSecretSettings(host: Host, values: EnvValues): void {
-  const wanted = new Map<string, string>();
+export function secretEnvValues(host: Host, env: NodeJS.ProcessEnv = process.env): { values: Map<string, string>; problems: string[] } {
+  const values = new Map<string, string>();
+  const problems: string[] = [];
   for (const [service, settings] of [['backend', host.backend_env], ['dashboard', host.dashboard_env]] as const) {
-    const secrets = secretValues(settings ?? {}, `hosts.${host.name}.${service}_env`);
-    if (secrets.problems.length) throw new Error(secrets.problems.join('\n'));
-    for (const [name, value] of secrets.values) wanted.set(envKeyOf(service, name), value);
+    const secrets = secretValues(settings ?? {}, `hosts.${host.name}.${service}_env`, env);
+    problems.push(...secrets.problems);
+    for (const [name, value] of secrets.values) values.set(envKeyOf(service, name), value);
   }
+  const credentials = storageCredentials(host.storage, `hosts.${host.name}.storage`, env);
+  problems.push(...credentials.problems);
+  for (const [key, value] of credentials.values) values.set(key, value);
+  return { values, problems };
+}
+
+/** The inventory's secrets in .env; keys of ones no longer in the inventory go, so no stale secret stays on the droplet. */
+function setSecretSettings(host: Host, values: EnvValues): void {
+  const wanted = secretEnvValues(host);
+  if (wanted.problems.length) throw new Error(wanted.problems.join('\n'));
   for (const key of values.keys()) {
-    if (SETTING_ENV_PREFIXES.some(prefix => key.startsWith(prefix)) && !wanted.has(key)) values.delete(key);
+    if (INVENTORY_SECRET_PREFIXES.some(prefix => key.startsWith(prefix)) && !wanted.values.has(key)) values.delete(key);
   }
-  for (const [key, value] of wanted) values.set(key, value);
+  for (const [key, value] of wanted.values) values.set(key, value);
 }
 
 /** The .env holding `values`: mode 0600, and its diffs show keys with every value masked. */
