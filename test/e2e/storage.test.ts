@@ -3,7 +3,8 @@
 // run by this test on the fleet network's gateway. A partial configuration is refused before
 // connecting; a missing bucket stops the run before compose; a file uploaded through the stand-in
 // lands in the files bucket and survives a restart of the backend; a switch from local to S3 on
-// an instance with data is refused with the export/import procedure.
+// an instance with data is refused with the export/import procedure; doctor names an unreachable
+// endpoint from the backend's log.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -32,7 +33,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-let server: S3rver;
+let server: S3rver | undefined;
 let port = 0;
 
 before(async () => {
@@ -53,6 +54,7 @@ async function s3Endpoint(): Promise<string> {
 
 after(async () => {
   await server?.close();
+  server = undefined;
   rmSync(s3Directory, { recursive: true, force: true });
 });
 
@@ -130,4 +132,16 @@ test('a switch from local to S3 on an instance with data is refused with the exp
   assert.match(out, /npx convex import --replace-all backup\.zip/);
   assert.equal(await sh('switcher', 'sha256sum /opt/convex/docker-compose.yml'), composeBefore, 'the compose file changed');
   assert.doesNotMatch(await sh('switcher', 'cat /opt/convex/docker-compose.yml'), /S3_STORAGE/);
+});
+
+test('doctor names an unreachable S3 endpoint from what the backend logs', async () => {
+  await server?.close();
+  server = undefined;
+  const response = await fetch(`${backendUrl(fleet, 'bucketed')}/api/storage/upload`, { method: 'POST', headers: { Authorization: `Convex ${await adminKeyOf(fleet, 'bucketed')}` }, body: 'nowhere to go' });
+  assert.equal(response.status, 500, await response.text());
+  const run = await fleet.runScript('doctor.ts', ['--host', 'bucketed', '--inventory', await inventoryFor('bucketed', 's3', await s3Storage())], credentials);
+  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.match(run.stdout + run.stderr, new RegExp(`the backend cannot reach ${(await s3Endpoint()).replace(/[.]/g, '\\.')}; the backend logs .*Connection refused`));
+  assert.match(run.stdout + run.stderr, /fix hosts\.bucketed\.storage\.endpoint/);
+  assert.ok(!seen(run).includes(SECRET_KEY), 'the secret key leaked');
 });
