@@ -4,6 +4,10 @@
 // refused, before anything connects. Credentials are read from the operator's environment and
 // reach the droplet only in .env.
 import { operatorSecret } from './operator-secret.ts';
+import type { Host } from './inventory.ts';
+import type { Fact } from './step.ts';
+import type { FileState } from './files.ts';
+import { sh } from './shell.ts';
 
 /** The five buckets, by inventory key, and the backend variable each becomes. */
 export const BUCKETS = {
@@ -113,4 +117,57 @@ export function storageCredentials(storage: StorageConfig | undefined, at: strin
     else values.set(key, secret.value);
   }
   return { values, problems };
+}
+
+/** Whether the volume's local storage holds any file (modules, user files, search indexes). */
+export const localStorageFact = (host: Host): Fact<boolean> => ({
+  key: `local-storage-used:${host.volume}`,
+  command: sh`find ${`${host.volume}/data/storage`} -type f -print -quit 2>/dev/null`,
+  parse: out => out.trim() !== '',
+});
+
+/** The storage the backend runs with now, as its compose file says; none before the first install. */
+export function deployedStorage(compose: FileState): { mode: 'local' | 's3'; instance?: string } | undefined {
+  if (compose.kind !== 'file') return undefined;
+  const instance = /^\s+INSTANCE_NAME:\s*"?([^"\s]+)"?\s*$/m.exec(compose.content)?.[1];
+  return { mode: /^\s+S3_STORAGE_FILES_BUCKET:/m.test(compose.content) ? 's3' : 'local', instance };
+}
+
+/**
+ * Why the run must not switch this instance's storage, with Convex's procedure, or undefined.
+ * Local → S3 with files on the volume would strand them there; S3 → local would leave the files
+ * in the buckets, which the tool cannot list once the inventory no longer names them, so that
+ * switch is made on a new instance (a new instance_name: a new, empty database).
+ */
+export function storageSwitchRefusal(host: Host, compose: FileState, localFilesUsed: boolean): string | undefined {
+  const deployed = deployedStorage(compose);
+  const wanted = host.storage?.mode ?? 'local';
+  if (!deployed || deployed.mode === wanted) return undefined;
+  const volume = `${host.volume}/data/storage`;
+  const at = `hosts.${host.name}.storage`;
+  const exported = `  1. npx convex export --include-file-storage --path backup.zip   (with .secrets/${host.name}.env loaded)`;
+  const imported = `  4. npx convex deploy, then npx convex import --replace-all backup.zip`;
+  if (wanted === 's3' && localFilesUsed) {
+    return [
+      `${at}: this instance keeps its files in local storage (${volume} is not empty), and switching it to S3 would leave them behind: the backend would no longer find them.`,
+      "Move them with Convex's own export and import, then switch:",
+      exported,
+      `  2. on the droplet, move the old local storage aside: mv ${volume} ${volume}.before-s3`,
+      '  3. run this script again: the instance starts on S3, with no files yet',
+      imported,
+      'Nothing was changed. To stay on local storage, remove [storage] (or set mode = "local").',
+    ].join('\n');
+  }
+  if (wanted === 'local' && deployed.instance === host.instance_name) {
+    return [
+      `${at}: this instance keeps its files in S3, and switching it to local storage would leave them in the buckets: the backend would no longer find them.`,
+      "Move them with Convex's own export and import, into a new instance:",
+      exported,
+      `  2. set hosts.${host.name}.instance_name to a new name (a new, empty database) with local storage`,
+      '  3. run this script again',
+      imported,
+      `Nothing was changed. To stay on S3, keep ${at} with mode = "s3".`,
+    ].join('\n');
+  }
+  return undefined;
 }

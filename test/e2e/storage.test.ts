@@ -3,8 +3,8 @@
 // run by this test on the fleet network's gateway. A partial configuration is refused before
 // connecting; a missing bucket stops the run before compose; a file uploaded through the stand-in
 // lands in the files bucket and survives a restart of the backend; a switch from local to S3 on
-// an instance with data is refused with the export/import procedure; doctor names an unreachable
-// endpoint from the backend's log.
+// an instance with data is refused with the export/import procedure, and so is S3 → local;
+// doctor names an unreachable endpoint from the backend's log.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -98,6 +98,9 @@ test('a missing bucket stops the run before the backend is started with it', asy
 
 test('S3 storage end to end: a file uploaded through the backend is in the bucket and survives a restart', async () => {
   const inventory = await inventoryFor('bucketed', 's3', await s3Storage());
+  const dry = await fleet.runScript('install.ts', ['--host', 'bucketed', '--inventory', inventory, '--check'], credentials);
+  assert.equal(dry.code, 2, dry.stdout + dry.stderr);
+  assert.match(dry.stdout, /storage\s+ok/);
   const run = await fleet.runScript('install.ts', ['--host', 'bucketed', '--inventory', inventory], credentials);
   assert.equal(run.code, 0, run.stdout + run.stderr);
   assert.match(run.stdout, /storage\s+ok.*5 buckets exist at http:\/\/.*put and delete work/);
@@ -123,14 +126,14 @@ test('a switch from local to S3 on an instance with data is refused with the exp
   const local = await fleet.runScript('install.ts', ['--host', 'switcher']);
   assert.equal(local.code, 0, local.stdout + local.stderr);
   assert.equal(await putDocument(backendUrl(fleet, 'switcher'), await adminKeyOf(fleet, 'switcher'), 'kept', { on: 'local' }), 200);
-  const composeBefore = await sh('switcher', 'sha256sum /opt/convex/docker-compose.yml');
+  const filesBefore = await sh('switcher', 'sha256sum /opt/convex/docker-compose.yml /opt/convex/.env');
   const run = await fleet.runScript('install.ts', ['--host', 'switcher', '--inventory', await inventoryFor('switcher', 'switch', await s3Storage())], credentials);
   assert.equal(run.code, 1, run.stdout + run.stderr);
   const out = run.stdout + run.stderr;
   assert.match(out, /this instance keeps its files in local storage \(\/mnt\/convex_switcher\/data\/storage is not empty\)/);
   assert.match(out, /npx convex export --include-file-storage --path backup\.zip/);
   assert.match(out, /npx convex import --replace-all backup\.zip/);
-  assert.equal(await sh('switcher', 'sha256sum /opt/convex/docker-compose.yml'), composeBefore, 'the compose file changed');
+  assert.equal(await sh('switcher', 'sha256sum /opt/convex/docker-compose.yml /opt/convex/.env'), filesBefore, 'the compose file or .env changed');
   assert.doesNotMatch(await sh('switcher', 'cat /opt/convex/docker-compose.yml'), /S3_STORAGE/);
 });
 
@@ -144,4 +147,13 @@ test('doctor names an unreachable S3 endpoint from what the backend logs', async
   assert.match(run.stdout + run.stderr, new RegExp(`the backend cannot reach ${(await s3Endpoint()).replace(/[.]/g, '\\.')}; the backend logs .*Connection refused`));
   assert.match(run.stdout + run.stderr, /fix hosts\.bucketed\.storage\.endpoint/);
   assert.ok(!seen(run).includes(SECRET_KEY), 'the secret key leaked');
+});
+
+test('a switch from S3 back to local storage on the same instance is refused, naming the way through', async () => {
+  const filesBefore = await sh('bucketed', 'sha256sum /opt/convex/docker-compose.yml /opt/convex/.env');
+  const run = await fleet.runScript('install.ts', ['--host', 'bucketed']);
+  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.match(run.stdout + run.stderr, /secret\s+failed.*\n(.*\n)*.*this instance keeps its files in S3, and switching it to local storage would leave them in the buckets/);
+  assert.match(run.stdout + run.stderr, /set hosts\.bucketed\.instance_name to a new name/);
+  assert.equal(await sh('bucketed', 'sha256sum /opt/convex/docker-compose.yml /opt/convex/.env'), filesBefore, 'the compose file or .env changed');
 });

@@ -94,7 +94,7 @@ test('compose: plain settings are in the environment, "$" kept literal; a secret
   assert.match(flags, /^ {6}B: "no"$/m);
 });
 
-const fresh: SecretFacts = { env: absent, credentials: undefined, compose: absent, containers: new Map() };
+const fresh: SecretFacts = { env: absent, credentials: undefined, compose: absent, containers: new Map(), localFiles: false };
 const generate = { secret: () => 'a1'.repeat(32), password: () => 'P4ssw0rdFromTheGenerator0123456789abcdef' };
 
 test('.env: secret settings are written under keys of their own, masked in the diff; a second plan changes nothing', () => {

@@ -9,10 +9,10 @@ import { join } from 'node:path';
 import { loadInventory } from '../../scripts/lib/inventory.ts';
 import type { Host } from '../../scripts/lib/inventory.ts';
 import type { S3Storage } from '../../scripts/lib/storage.ts';
-import { storageCredentials } from '../../scripts/lib/storage.ts';
+import { deployedStorage, storageCredentials, storageSwitchRefusal } from '../../scripts/lib/storage.ts';
 import { renderCompose } from '../../scripts/lib/steps/compose.ts';
 import { planSecret, parseEnv } from '../../scripts/lib/steps/secret.ts';
-import { bucketProbeFact, bucketUrl, deployedStorage, probeProblem, storage } from '../../scripts/lib/steps/storage.ts';
+import { bucketProbeFact, bucketUrl, probeProblem, storage } from '../../scripts/lib/steps/storage.ts';
 import { installSteps } from '../../scripts/lib/runbooks.ts';
 import { yaml } from '../../scripts/lib/yaml.ts';
 import { absent, file, testHost } from './fixtures.ts';
@@ -75,7 +75,7 @@ test('compose: all six S3 variables and the options; the credentials only as ref
 });
 
 test('.env: the credentials are written masked; missing ones are named before connecting', () => {
-  const [create] = planSecret({ env: absent, credentials: undefined, compose: absent, containers: new Map() }, s3Host, { secret: () => 'a'.repeat(64), password: () => 'p'.repeat(40) });
+  const [create] = planSecret(fresh, s3Host, generate);
   const values = parseEnv(create!.stdin!);
   assert.equal(values.get('STORAGE_AWS_ACCESS_KEY_ID'), ACCESS);
   assert.equal(values.get('STORAGE_AWS_SECRET_ACCESS_KEY'), SECRET);
@@ -93,19 +93,29 @@ test('runbook: the storage step runs in S3 mode only, after .env and before the 
   assert.ok(!installSteps(testHost, run).some(step => step.name === 'storage'));
 });
 
-const guard = storage.phases![0]!;
 const composeOf = (host: Host) => file(renderCompose(host));
+const fresh = { env: absent, credentials: undefined, compose: absent, containers: new Map(), localFiles: false };
+const generate = { secret: () => 'a'.repeat(64), password: () => 'p'.repeat(40) };
 
-test('switch: local → S3 on an instance with local files is refused with the export/import procedure', () => {
-  assert.equal(deployedStorage(composeOf(testHost)), 'local');
-  assert.equal(deployedStorage(composeOf(s3Host)), 's3');
+test('switch: local → S3 on an instance with local files is refused with the export/import procedure, before .env is written', () => {
+  assert.deepEqual(deployedStorage(composeOf(testHost)), { mode: 'local', instance: 'swarm-dev' });
+  assert.deepEqual(deployedStorage(composeOf(s3Host)), { mode: 's3', instance: 'swarm-dev' });
   assert.throws(
-    () => guard.plan({ compose: composeOf(testHost), used: true }, s3Host),
+    () => planSecret({ ...fresh, compose: composeOf(testHost), localFiles: true }, s3Host, generate),
     /local storage \(\/mnt\/v\/data\/storage is not empty\)[\s\S]*npx convex export --include-file-storage[\s\S]*npx convex import --replace-all[\s\S]*Nothing was changed/,
   );
-  assert.deepEqual(guard.plan({ compose: composeOf(testHost), used: false }, s3Host), [], 'an empty instance switches');
-  assert.deepEqual(guard.plan({ compose: composeOf(s3Host), used: true }, s3Host), [], 'already on S3');
-  assert.deepEqual(guard.plan({ compose: absent, used: false }, s3Host), [], 'a fresh host');
+  assert.equal(storageSwitchRefusal(s3Host, composeOf(testHost), false), undefined, 'an empty instance switches');
+  assert.equal(storageSwitchRefusal(s3Host, composeOf(s3Host), true), undefined, 'already on S3');
+  assert.equal(storageSwitchRefusal(s3Host, absent, false), undefined, 'a fresh host');
+});
+
+test('switch: S3 → local is refused unless it is a new instance (a new instance_name, an empty database)', () => {
+  assert.throws(
+    () => planSecret({ ...fresh, compose: composeOf(s3Host), localFiles: false }, testHost, generate),
+    /keeps its files in S3[\s\S]*set hosts\.dev\.instance_name to a new name[\s\S]*To stay on S3/,
+  );
+  assert.equal(storageSwitchRefusal({ ...testHost, instance_name: 'swarm-dev-local' }, composeOf(s3Host), false), undefined);
+  assert.equal(storageSwitchRefusal(testHost, composeOf(testHost), true), undefined, 'local stays local');
 });
 
 test('probe: path-style and virtual-hosted URLs; no credential on the command line', () => {
@@ -125,7 +135,9 @@ test('probe: each failure is named with its cause and fix, and stops the run bef
   assert.match(messages[1]!, /bucket c-modules: access denied for the put \(AccessDenied\)\. Check the credentials in STORAGE_TEST_AK and STORAGE_TEST_SK/);
   assert.match(messages[2]!, /bucket c-files: the endpoint cannot be reached \(Failed to connect .*Connection refused\)\. Check hosts\.dev\.storage\.endpoint\.$/);
   assert.match(messages[3]!, /certificate must be trusted by the droplet/);
-  const check = storage.phases![1]!;
+  const check = storage.phases![0]!;
   assert.throws(() => check.plan({ buckets: probes }, s3Host), /the S3 buckets are not ready, so the backend is not started with them:\n {2}- bucket c-imports does not exist/);
   assert.deepEqual(check.plan({ buckets: parse('c-exports ok 200\nc-files ok 200\n', 0) }, s3Host), []);
+  // A dry run on a fresh host: the secret step has not written the credentials; nothing to prove yet.
+  assert.deepEqual(check.plan({ buckets: parse('c-exports credentials 0\nc-files credentials 0\n', 0) }, s3Host), []);
 });

@@ -13,7 +13,7 @@ import { sh } from '../shell.ts';
 import { yaml } from '../yaml.ts';
 import { CONTAINERS, containersFact } from './docker.ts';
 import { envKeyOf, secretValues, SETTING_ENV_PREFIXES } from '../backend-settings.ts';
-import { CREDENTIAL_ENV_PREFIX, storageCredentials } from '../storage.ts';
+import { CREDENTIAL_ENV_PREFIX, localStorageFact, storageCredentials, storageSwitchRefusal } from '../storage.ts';
 import type { ContainerState } from './docker.ts';
 
 export const envPath = (host: Host) => `${host.root}/.env`;
@@ -195,6 +195,8 @@ export interface SecretFacts {
   credentials: string | undefined;
   compose: FileState;
   containers: Map<string, ContainerState>;
+  /** Whether the volume's local storage holds files (a switch to S3 would strand them). */
+  localFiles: boolean;
 }
 
 /**
@@ -202,6 +204,10 @@ export interface SecretFacts {
  * is not yet, the write's label says where the new one comes from.
  */
 export function planSecret(facts: SecretFacts, host: Host, generate: Generate = RANDOM): Change[] {
+  // The first step that writes what a storage switch changes (the S3 credentials): refused here,
+  // before anything is written.
+  const refusal = storageSwitchRefusal(host, facts.compose, facts.localFiles);
+  if (refusal) throw new Error(refusal);
   const current = envOf(facts.env);
   const hasSecret = Boolean(current.get('INSTANCE_SECRET'));
   const adopted: Adopted = {
@@ -221,7 +227,7 @@ export const secret: Step = {
   name: 'secret',
   phases: [
     phase({
-      facts: (host: Host) => ({ env: fileFact(envPath(host)), credentials: adoptedSecret(host), compose: fileFact(composePath(host)), containers: containersFact }),
+      facts: (host: Host) => ({ env: fileFact(envPath(host)), credentials: adoptedSecret(host), compose: fileFact(composePath(host)), containers: containersFact, localFiles: localStorageFact(host) }),
       plan: (facts, host) => planSecret(facts, host),
       ok: () => 'INSTANCE_SECRET and database credentials in place (mode 0600)',
     }),

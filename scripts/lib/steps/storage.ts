@@ -1,46 +1,18 @@
-// [storage] mode = "s3" on the droplet, between the .env write and the compose file: a switch from local to
-// S3 storage on an instance that already holds files is refused with Convex's own procedure
-// (the files would stay behind on the volume, unseen), and in S3 mode every bucket is proven
-// before the backend is started with it: it exists, and a put and a delete work with the
-// credentials in .env. Nothing of this changes the host; the probe object is deleted at once.
+// [storage] mode = "s3" on the droplet, between the .env write and the compose file: every bucket
+// is proven before the backend is started with it: it exists, and a put and a delete work with
+// the credentials in .env. Nothing of this changes the host; the probe object is deleted at once.
+// (A switch between local and S3 storage is refused earlier, by the secret step, with
+// storageSwitchRefusal in ../storage.ts.)
 import type { Host } from '../inventory.ts';
 import type { Fact, Step } from '../step.ts';
-import { fileFact } from '../files.ts';
-import type { FileState } from '../files.ts';
 import { phase } from '../plan.ts';
 import { lines, sh } from '../shell.ts';
 import { BUCKETS, CREDENTIAL_ENV_KEYS } from '../storage.ts';
 import type { BucketKey, S3Storage } from '../storage.ts';
-import { composePath, envPath } from './secret.ts';
+import { envPath } from './secret.ts';
 
 /** The object the probe writes and deletes in each bucket. */
 export const PROBE_KEY = 'convex-ops-probe';
-
-/** Whether the volume's local storage holds any file (modules, user files, search indexes). */
-export const localStorageFact = (host: Host): Fact<boolean> => ({
-  key: `local-storage-used:${host.volume}`,
-  command: sh`find ${`${host.volume}/data/storage`} -type f -print -quit 2>/dev/null`,
-  parse: out => out.trim() !== '',
-});
-
-/** The compose file as deployed says which storage the backend runs with now. */
-export function deployedStorage(compose: FileState): 'local' | 's3' | undefined {
-  if (compose.kind !== 'file') return undefined;
-  return /^\s+S3_STORAGE_FILES_BUCKET:/m.test(compose.content) ? 's3' : 'local';
-}
-
-export function switchProcedure(host: Host): string {
-  const volume = `${host.volume}/data/storage`;
-  return [
-    `hosts.${host.name}.storage: this instance keeps its files in local storage (${volume} is not empty), and switching it to S3 would leave them behind: the backend would no longer find them.`,
-    'Move them with Convex\'s own export and import, then switch:',
-    `  1. npx convex export --include-file-storage --path backup.zip   (with .secrets/${host.name}.env loaded)`,
-    `  2. on the droplet, move the old local storage aside: mv ${volume} ${volume}.before-s3`,
-    `  3. run this script again: the instance starts on S3, with no files yet`,
-    `  4. npx convex deploy, then npx convex import --replace-all backup.zip`,
-    `Nothing was changed. To stay on local storage, remove [storage] (or set mode = "local").`,
-  ].join('\n');
-}
 
 /** Where a bucket is reached: path style (endpoint/bucket/) or virtual-hosted (bucket.endpoint/). */
 export function bucketUrl(storage: S3Storage, bucket: string): string {
@@ -102,21 +74,19 @@ export const storage: Step = {
   name: 'storage',
   phases: [
     phase({
-      facts: (host: Host) => ({ compose: fileFact(composePath(host)), used: localStorageFact(host) }),
-      plan: ({ compose, used }, host) => {
-        if (deployedStorage(compose) === 'local' && used) throw new Error(switchProcedure(host));
-        return [];
-      },
-      ok: () => 'no local files would be left behind',
-    }),
-    phase({
       facts: (host: Host) => ({ buckets: bucketProbeFact(host, s3Of(host)) }),
       plan: ({ buckets }, host) => {
+        // No credentials in .env yet: a dry run before the secret step has written them (a real
+        // run reads the host again after that write). Nothing can be proven, nothing is started.
+        if (buckets.every(probe => probe.stage === 'credentials')) return [];
         const failed = buckets.filter(probe => probe.stage !== 'ok');
         if (failed.length) throw new Error(`the S3 buckets are not ready, so the backend is not started with them:\n${failed.map(probe => `  - ${probeProblem(host, probe)}`).join('\n')}`);
         return [];
       },
-      ok: (_, host) => `${Object.keys(BUCKETS).length} buckets exist at ${s3Of(host).endpoint ?? 'AWS'}, put and delete work`,
+      ok: ({ buckets }, host) =>
+        buckets.every(probe => probe.stage === 'credentials')
+          ? `the buckets are checked once ${envPath(host)} holds the S3 credentials`
+          : `${Object.keys(BUCKETS).length} buckets exist at ${s3Of(host).endpoint ?? 'AWS'}, put and delete work`,
     }),
   ],
 };
