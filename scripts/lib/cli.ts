@@ -11,6 +11,7 @@ import { HostSession } from './session.ts';
 import type { Step } from './step.ts';
 import type { Check } from './check.ts';
 import { redact, registerSecret } from './redact.ts';
+import { secretEnvValues } from './steps/secret.ts';
 
 export type Args = minimist.ParsedArgs;
 
@@ -34,6 +35,8 @@ Common options:
   --accept-new          record the host key of a host not yet in known_hosts (trust on first use)
   --parallel N          hosts worked on at once (default 10)
   --lock-timeout S      how long to wait for another run on the same host (default 300)
+  --allow-unknown-env   let through names in [backend_env] and [dashboard_env] that the images
+                        are not known to read
   --help                this text
 
 Exit codes: 0 nothing failed (under --check: nothing would change), 1 a host failed or bad input,
@@ -56,7 +59,7 @@ export interface ScriptSpec extends CommandLineSpec {
 
 export function parseArgs(spec: { booleans?: string[]; strings?: string[] }): Args {
   return minimist(process.argv.slice(2).filter(a => !/\.[cm]?[jt]s$/.test(a) || a.startsWith('--')), {
-    boolean: ['check', 'diff', 'json', 'accept-new', 'help', ...(spec.booleans ?? [])],
+    boolean: ['check', 'diff', 'json', 'accept-new', 'allow-unknown-env', 'help', ...(spec.booleans ?? [])],
     string: ['host', 'inventory', 'parallel', 'lock-timeout', ...(spec.strings ?? [])],
   });
 }
@@ -74,7 +77,7 @@ export function commandLine(spec: CommandLineSpec): Args {
 /** Loads the inventory and selects hosts, or exits 1 with a message that says how to fix it. */
 export function loadHosts(args: Args): { inventory: Inventory; hosts: Host[] } {
   try {
-    const inventory = loadInventory(args.inventory ?? defaultInventoryPath());
+    const inventory = loadInventory(args.inventory ?? defaultInventoryPath(), { allowUnknownEnv: Boolean(args['allow-unknown-env']) });
     const hosts = selectHosts(inventory, args.host);
     for (const host of hosts) preflight(host);
     return { inventory, hosts };
@@ -93,6 +96,9 @@ function preflight(host: Host): void {
     if (!password) throw new InventoryError(`${at}.postgres.password_env: the environment variable ${variable} is not set. Export it with the database password, then run again.`);
     registerSecret(password);
   }
+  const secrets = secretEnvValues(host);
+  if (secrets.problems.length) throw new InventoryError(secrets.problems.join('\n'));
+  for (const value of secrets.values.values()) registerSecret(value);
   for (const [key, path] of [['identity', host.identity], ['acme.ca_bundle', host.acme.ca_bundle], ['postgres.ca_file', host.postgres.ca_file]] as const) {
     if (path && !existsSync(path)) throw new InventoryError(`${at}.${key}: ${path} does not exist on this machine.`);
   }

@@ -22,6 +22,7 @@ import { ports } from './doctor/ports.ts';
 import { api } from './doctor/api.ts';
 import { disk } from './doctor/disk.ts';
 import { certificate, dns } from './doctor/https.ts';
+import { s3Storage } from './doctor/storage.ts';
 
 export { containersFrom, parseDisk, parseListeners, parseLog, parsePostgres, parsePublications } from './doctor/facts.ts';
 export type { DoctorState } from './doctor/facts.ts';
@@ -29,7 +30,7 @@ export { classifyLog, currentLog } from './doctor/log.ts';
 export type { Finding } from './doctor/rule.ts';
 
 /** In this order: where one cause explains another, the rule that names it comes first. */
-const RULES: Rule[] = [configFiles, postgresUrl, instanceName, postgresServer, postgresAccess, postgresConnection, containers, ports, api, disk, dns, certificate];
+const RULES: Rule[] = [configFiles, postgresUrl, instanceName, postgresServer, postgresAccess, postgresConnection, containers, ports, api, disk, dns, certificate, s3Storage];
 
 export function diagnose(host: Host, state: DoctorState): Finding[] {
   const found = new Findings();

@@ -5,6 +5,9 @@
 import { readFileSync } from 'node:fs';
 import TOML from '@iarna/toml';
 import { validateInventory } from './inventory/validate.ts';
+import type { ValidateOptions } from './inventory/validate.ts';
+import type { Settings } from './backend-settings.ts';
+import type { StorageConfig } from './storage.ts';
 
 export interface Domains { api: string; site: string; dashboard: string }
 export interface PostgresConfig {
@@ -66,6 +69,11 @@ export interface Host extends Endpoint {
   postgres: PostgresConfig;
   backup: BackupConfig;
   promote_from?: string;
+  /** [backend_env] and [dashboard_env]: environment variables of the containers, names checked. */
+  backend_env?: Settings;
+  dashboard_env?: Settings;
+  /** [storage]: local (none given) or S3, whole. */
+  storage?: StorageConfig;
 }
 export interface Inventory { path: string; hosts: Map<string, Host>; groups: Map<string, string[]>; warnings: string[] }
 
@@ -78,7 +86,7 @@ export function defaultInventoryPath(): string {
   return process.env.CONVEX_OPS_INVENTORY ?? 'inventory.toml';
 }
 
-export function loadInventory(path: string): Inventory {
+export function loadInventory(path: string, options: ValidateOptions = {}): Inventory {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -94,7 +102,7 @@ export function loadInventory(path: string): Inventory {
     const reason = e.message.split('\n')[0];
     throw new InventoryError(`${path}${where}: invalid TOML: ${reason}. Fix the syntax at that line and column.`);
   }
-  const validated = validateInventory(data, path);
+  const validated = validateInventory(data, path, options);
   const problems = validated.problems;
   if (problems) throw new InventoryError(`${path}: ${problems.length === 1 ? problems[0] : '\n  - ' + problems.join('\n  - ')}`);
   return validated.inventory;

@@ -7,6 +7,7 @@ import { docker } from './steps/docker.ts';
 import { secret } from './steps/secret.ts';
 import { postgresStep } from './steps/postgres.ts';
 import { compose } from './steps/compose.ts';
+import { storage } from './steps/storage.ts';
 import { up } from './steps/up.ts';
 import { adminKey } from './steps/admin-key.ts';
 import { nginx } from './steps/nginx.ts';
@@ -18,7 +19,9 @@ export function adminKeyStep(run: RunInfo): Step {
 }
 
 export function installSteps(host: Host, run: RunInfo): Step[] {
-  return [directories, docker, secret, postgresStep(host), compose, up, adminKeyStep(run)];
+  // In S3 mode, the buckets are proven (and a switch that would strand local files refused)
+  // before the compose file points the backend at them.
+  return [directories, docker, secret, postgresStep(host), ...(host.storage?.mode === 's3' ? [storage] : []), compose, up, adminKeyStep(run)];
 }
 
 /**

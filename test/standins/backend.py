@@ -16,6 +16,11 @@ parts of its documented contract that convex-ops configures or depends on (see
     POST /__standin/holds/NAME/release, and GET /__standin/holds/NAME tells how many such
     actions are held now and at most at once, and how many requests wait for a site proxy slot,
     so a test counts concurrency where it happens instead of timing it;
+  * file storage: with AWS_REGION and the five S3_STORAGE_*_BUCKET variables all set, files go
+    to S3 (SigV4, S3_ENDPOINT_URL, AWS_S3_FORCE_PATH_STYLE, credentials from the AWS variables);
+    with only some of them set, a warning naming the missing ones and local storage, as the real
+    image does; POST /api/storage/upload (admin key) stores a file and answers its storageId,
+    GET /api/storage/<storageId> serves it; S3 failures are logged with the AWS error code;
   * fatal configuration errors exit non-zero (compose's restart policy restarts it);
   * SIGINT/SIGTERM stop it promptly with exit code 0.
 
@@ -418,6 +423,114 @@ class Store:
         return bool(rows)
 
 
+# --------------------------------------------------------------------------- file storage
+
+S3_REQUIRED = [
+    "AWS_REGION",
+    "S3_STORAGE_EXPORTS_BUCKET",
+    "S3_STORAGE_SNAPSHOT_IMPORTS_BUCKET",
+    "S3_STORAGE_MODULES_BUCKET",
+    "S3_STORAGE_FILES_BUCKET",
+    "S3_STORAGE_SEARCH_BUCKET",
+]
+STORAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class LocalFiles:
+    def __init__(self):
+        self.dir = os.path.join(STORAGE_DIR, "files")
+
+    def describe(self):
+        return f"local storage at {self.dir}"
+
+    def put(self, key, body):
+        os.makedirs(self.dir, exist_ok=True)
+        path = os.path.join(self.dir, key)
+        with open(f"{path}.tmp", "wb") as f:
+            f.write(body)
+        os.replace(f"{path}.tmp", path)
+
+    def get(self, key):
+        try:
+            with open(os.path.join(self.dir, key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+
+class S3Files:
+    """The files bucket, through the S3 REST API signed with AWS Signature Version 4."""
+
+    def __init__(self):
+        self.region = os.environ["AWS_REGION"]
+        self.bucket = os.environ["S3_STORAGE_FILES_BUCKET"]
+        self.access_key = os.environ.get("AWS_ACCESS_KEY_ID", "")
+        self.secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        endpoint = os.environ.get("S3_ENDPOINT_URL") or f"https://s3.{self.region}.amazonaws.com"
+        parts = urllib.parse.urlsplit(endpoint)
+        if env_flag("AWS_S3_FORCE_PATH_STYLE"):
+            self.scheme, self.host, self.prefix = parts.scheme, parts.netloc, f"/{self.bucket}"
+        else:
+            self.scheme, self.host, self.prefix = parts.scheme, f"{self.bucket}.{parts.netloc}", ""
+
+    def describe(self):
+        return f"S3 storage in bucket {self.bucket} at {self.scheme}://{self.host}"
+
+    def _request(self, method, key, body=b""):
+        path = f"{self.prefix}/{urllib.parse.quote(key)}"
+        now = datetime.datetime.now(datetime.timezone.utc)
+        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        payload = hashlib.sha256(body).hexdigest()
+        headers = {"host": self.host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+        signed = ";".join(sorted(headers))
+        canonical = "\n".join([method, path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, payload])
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        key_bytes = ("AWS4" + self.secret_key).encode()
+        for part in (day, self.region, "s3", "aws4_request"):
+            key_bytes = hmac.new(key_bytes, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        connection = (http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection)(self.host, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except OSError as e:
+            # What the AWS SDK reports when it cannot reach the endpoint at all.
+            raise Fatal(f"S3 {method} {self.bucket}/{key} failed: dispatch failure: {e}") from e
+        finally:
+            connection.close()
+
+    def _failed(self, method, key, status, body):
+        code = re.search(rb"<Code>([^<]+)</Code>", body)
+        return Fatal(f"S3 {method} {self.bucket}/{key} failed: service error: {code[1].decode() if code else status}")
+
+    def put(self, key, body):
+        status, answer = self._request("PUT", key, body)
+        if status != 200:
+            raise self._failed("PUT", key, status, answer)
+
+    def get(self, key):
+        status, answer = self._request("GET", key)
+        if status == 404 and b"NoSuchKey" in answer:
+            return None
+        if status != 200:
+            raise self._failed("GET", key, status, answer)
+        return answer
+
+
+def file_storage():
+    """S3 with all six variables set; local otherwise, with the real image's warning when only some are."""
+    given = [name for name in S3_REQUIRED if os.environ.get(name)]
+    if len(given) == len(S3_REQUIRED):
+        return S3Files()
+    if given:
+        missing = [name for name in S3_REQUIRED if name not in given]
+        log("WARN", f"Some S3 storage environment variables are set but not all of them (missing: {', '.join(missing)}); using local storage")
+    return LocalFiles()
+
+
 # --------------------------------------------------------------------------- test-only holds
 
 
@@ -520,6 +633,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class ApiHandler(Handler):
     store = None  # set in main()
+    files = None
     instance_name = None
     instance_secret = None
 
@@ -554,6 +668,10 @@ class ApiHandler(Handler):
                 return self.sync(method)
             if path.startswith("/api/documents/"):
                 return self.documents(method, path[len("/api/documents/"):])
+            if path == "/api/storage/upload" and method == "POST":
+                return self.upload()
+            if path.startswith("/api/storage/") and method == "GET":
+                return self.download(path[len("/api/storage/"):])
             holds = re.fullmatch(r"/__standin/holds/([A-Za-z0-9_-]+)(/release)?", path)
             if holds and method == ("POST" if holds[2] else "GET"):
                 if holds[2]:
@@ -650,6 +768,23 @@ class ApiHandler(Handler):
                 return self.send_json(404, {"code": "NotFound", "id": doc_id})
             return self.send_json(200, {"id": doc_id, "deleted": True})
         return self.send_json(405, {"code": "MethodNotAllowed"})
+
+    # -- file storage
+
+    def upload(self):
+        if not self.authorised():
+            return None
+        storage_id = secrets.token_hex(16)
+        self.files.put(storage_id, self.read_body())
+        return self.send_json(200, {"storageId": storage_id})
+
+    def download(self, storage_id):
+        if not STORAGE_ID.match(storage_id):
+            return self.send_json(400, {"code": "BadStorageId"})
+        body = self.files.get(storage_id)
+        if body is None:
+            return self.send_json(404, {"code": "NotFound", "storageId": storage_id})
+        return self.send_body(200, body, "application/octet-stream")
 
     # -- websocket (RFC 6455, by hand: the stdlib has no websocket server)
 
@@ -789,11 +924,13 @@ def main():
         store = Store(backend)
         store.initialise()
         log("INFO", f"Connected to {backend.describe()}")
+        files = file_storage()
+        log("INFO", f"File storage: {files.describe()}")
     except Fatal as e:
         log("ERROR", str(e))
         return 1
 
-    ApiHandler.store, ApiHandler.instance_name, ApiHandler.instance_secret = store, name, secret
+    ApiHandler.store, ApiHandler.files, ApiHandler.instance_name, ApiHandler.instance_secret = store, files, name, secret
     try:
         servers = [serve(API_PORT, ApiHandler), serve(SITE_PROXY_PORT, SiteProxyHandler)]
     except OSError as e:

@@ -16,6 +16,7 @@ import { ports } from '../../scripts/lib/doctor/ports.ts';
 import { api } from '../../scripts/lib/doctor/api.ts';
 import { disk } from '../../scripts/lib/doctor/disk.ts';
 import { certificate, dns } from '../../scripts/lib/doctor/https.ts';
+import { s3Storage } from '../../scripts/lib/doctor/storage.ts';
 import { DF, healthy, host, looping } from './doctor-fixtures.ts';
 
 const external: Host = { ...host, postgres: { mode: 'external', user: 'convex', url: 'postgresql://db.example.com:25060', password_env: 'PW' } };
@@ -30,7 +31,7 @@ function apply(rule: Rule, state: DoctorState, options: { host?: Host; earlier?:
 const ids = (findings: Finding[]) => findings.map(f => f.id);
 const earlierFinding = (id: string): Finding => ({ id, severity: 'problem', cause: 'an earlier rule found it', fix: 'fix it' });
 
-const RULES: Record<string, Rule> = { engine, configFiles, postgresUrl, instanceName, postgresServer, postgresAccess, postgresConnection, containers, ports, api, disk, dns, certificate };
+const RULES: Record<string, Rule> = { engine, configFiles, postgresUrl, instanceName, postgresServer, postgresAccess, postgresConnection, containers, ports, api, disk, dns, certificate, s3Storage };
 
 test('healthy: no rule finds anything', () => {
   for (const [name, rule] of Object.entries(RULES)) assert.deepEqual(apply(rule, healthy()), [], name);
@@ -208,4 +209,23 @@ test('dns and certificate: a name elsewhere, no certificate names, an expiring c
   assert.equal(findings[1]!.cause, 'the certificate does not cover dev.test, dashboard.dev.test');
   delete s.cert;
   assert.deepEqual(apply(certificate, s), []);
+});
+
+test('s3Storage: a missing bucket, refused credentials, an unverifiable endpoint and an unreachable one, each named; none read as PostgreSQL', () => {
+  const s3Host: Host = { ...host, storage: { mode: 's3', endpoint: 'https://minio.internal:9000', region: 'us-east-1', force_path_style: true, buckets: { exports_bucket: 'e', snapshot_imports_bucket: 'i', modules_bucket: 'm', files_bucket: 'f', search_bucket: 's' }, access_key_env: 'AK', secret_key_env: 'SK' } };
+  const cases: Array<[string, string, RegExp]> = [
+    ['ERROR S3 PUT f/abc failed: service error: NoSuchBucket', 's3-bucket-missing', /a bucket the backend uses does not exist at https:\/\/minio\.internal:9000; the backend logs .*NoSuchBucket/],
+    ['ERROR S3 PUT f/abc failed: service error: AccessDenied', 's3-access-denied', /S3 refuses the backend's credentials/],
+    ['ERROR S3 GET f/abc failed: service error: InvalidAccessKeyId', 's3-access-denied', /S3 refuses/],
+    ['ERROR S3 PUT f/abc failed: dispatch failure: invalid peer certificate: UnknownIssuer', 's3-tls', /cannot verify the TLS certificate of https:\/\/minio\.internal:9000/],
+    ['ERROR S3 PUT f/abc failed: dispatch failure: [Errno 111] Connection refused', 's3-endpoint', /cannot reach https:\/\/minio\.internal:9000/],
+  ];
+  for (const [line, id, cause] of cases) {
+    const state = looping(healthy(), [line]);
+    const findings = apply(s3Storage, state, { host: s3Host });
+    assert.deepEqual(ids(findings), [id], line);
+    assert.match(findings[0]!.cause, cause);
+    assert.match(findings[0]!.fix, /hosts\.dev\.storage/);
+    assert.deepEqual(ids(apply(postgresConnection, state, { host: s3Host })).filter(i => i.startsWith('postgres')), [], `${line} read as PostgreSQL`);
+  }
 });

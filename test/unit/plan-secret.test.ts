@@ -14,7 +14,7 @@ const SECRET = 'a1'.repeat(32);
 const PASSWORD = 'P4ssw0rdFromTheGenerator0123456789abcdef';
 const generate = { secret: () => SECRET, password: () => PASSWORD };
 
-const fresh: SecretFacts = { env: absent, credentials: undefined, compose: absent, containers: new Map() };
+const fresh: SecretFacts = { env: absent, credentials: undefined, compose: absent, containers: new Map(), localFiles: false };
 
 /** The .env the step writes from `values`, as the host then has it. */
 const written = (host: Host, values: Record<string, string>) => file(envFile(host, new Map(Object.entries(values))).content, '600');
@@ -60,7 +60,7 @@ test("secret: the guide's install keeps its secret, its compose file's password 
   const host: Host = { ...testHost, postgres: { mode: 'local', user: 'swarm' } };
   const guideCompose = 'services:\n  backend:\n    environment:\n      - POSTGRES_URL=postgresql://swarm:convexpass123@host.docker.internal:5432?sslmode=disable\n';
   const legacy: ContainerState = { status: 'running', health: 'healthy', startedAt: '', configImage: 'r/convex-backend:1', imageId: 'sha256:1', restarts: 0, composeProject: 'convexlegacy' };
-  const facts: SecretFacts = { env: file(`INSTANCE_SECRET=${'ab'.repeat(32)}\n`, '600'), credentials: undefined, compose: file(guideCompose), containers: new Map([['convex-backend', legacy]]) };
+  const facts: SecretFacts = { env: file(`INSTANCE_SECRET=${'ab'.repeat(32)}\n`, '600'), credentials: undefined, compose: file(guideCompose), containers: new Map([['convex-backend', legacy]]), localFiles: false };
   const changes = planSecret(facts, host, generate);
   assert.deepEqual(labels(changes), ['replace .env (the original is kept aside)']);
   assert.deepEqual(Object.fromEntries(parseEnv(changes[0]!.stdin!)), {

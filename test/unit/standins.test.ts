@@ -85,6 +85,22 @@ describe('backend stand-in configuration (host python3)', { skip: python ? false
     assert.equal(await credential('secret'), fileSecret);
   });
 
+  it('uses S3 only with all six S3 variables; with some, warns naming the missing ones and stays local', () => {
+    const storage = (env: Record<string, string>) => {
+      const code = 'import importlib.util, sys; s = importlib.util.spec_from_file_location("b", sys.argv[1]); b = importlib.util.module_from_spec(s); s.loader.exec_module(b); print(b.file_storage().describe())';
+      // No __pycache__ beside backend.py: the stand-in images are hashed from that folder.
+      const r = spawnSync(python ?? 'python3', ['-c', code, BACKEND], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PYTHONDONTWRITEBYTECODE: '1', CONVEX_STANDIN_DATA_DIR: dataDir, ...env }, encoding: 'utf8' });
+      return { stdout: r.stdout.trim(), stderr: r.stderr.trim() };
+    };
+    const all = { AWS_REGION: 'us-east-1', S3_STORAGE_EXPORTS_BUCKET: 'e', S3_STORAGE_SNAPSHOT_IMPORTS_BUCKET: 'i', S3_STORAGE_MODULES_BUCKET: 'm', S3_STORAGE_FILES_BUCKET: 'files', S3_STORAGE_SEARCH_BUCKET: 's', S3_ENDPOINT_URL: 'http://10.0.0.9:4568', AWS_S3_FORCE_PATH_STYLE: 'true' };
+    assert.equal(storage(all).stdout, 'S3 storage in bucket files at http://10.0.0.9:4568');
+    const { AWS_REGION: _region, S3_STORAGE_SEARCH_BUCKET: _search, ...partial } = all;
+    const fallback = storage(partial);
+    assert.equal(fallback.stdout, `local storage at ${dataDir}/storage/files`);
+    assert.match(fallback.stderr, /WARN Some S3 storage environment variables are set but not all of them \(missing: AWS_REGION, S3_STORAGE_SEARCH_BUCKET\); using local storage/);
+    assert.equal(storage({}).stderr, '', 'no S3 variable: local storage, no warning');
+  });
+
   it('gives backend and dashboard of one version the same fake revision', () => {
     assert.match(standinRevision('v1'), /^[0-9a-f]{40}$/);
     assert.equal(standinRevision('v1'), standinRevision('v1'));

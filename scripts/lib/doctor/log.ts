@@ -5,6 +5,12 @@ import type { ContainerInfo, LogLine } from './facts.ts';
 export interface LogCause { id: string; line: string; detail?: string }
 
 const LOG_PATTERNS: Array<{ id: string; pattern: RegExp }> = [
+  // S3 first: their TLS, DNS and connection errors would otherwise read as PostgreSQL's. The
+  // backend's AWS SDK names the S3 error code (NoSuchBucket…) or says the request was not sent.
+  { id: 's3-bucket-missing', pattern: /NoSuchBucket/ },
+  { id: 's3-access-denied', pattern: /\b(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch)\b/ },
+  { id: 's3-tls', pattern: /(?=.*\b(?:S3|s3|bucket)\b).*(invalid peer certificate|UnknownIssuer|certificate verify failed|SSL|TLS)/ },
+  { id: 's3-endpoint', pattern: /(?=.*\b(?:S3|s3|bucket)\b).*(dispatch failure|dns error|failed to lookup address|Connection refused|timed out)/i },
   { id: 'postgres-url-db-name', pattern: /cluster url already contains db name:?\s*(\S*)/i },
   { id: 'postgres-url-user', pattern: /cluster url username must be set/i },
   { id: 'postgres-hba', pattern: /no pg_hba\.conf entry for host "?([0-9a-fA-F.:]+)"?/i },
@@ -29,6 +35,10 @@ export const LOG_CAUSE_TITLES: Record<string, string> = {
   'postgres-resolve': 'an unresolvable database host',
   'postgres-refused': 'PostgreSQL refusing connections',
   'port-in-use': 'a port already in use',
+  's3-bucket-missing': 'a missing S3 bucket',
+  's3-access-denied': 'S3 refusing the credentials',
+  's3-tls': "the S3 endpoint's certificate failing verification",
+  's3-endpoint': 'an unreachable S3 endpoint',
 };
 
 /** The first line of each known failure, oldest first. */

@@ -2,10 +2,12 @@
 // checks that need nothing but that shape (unknown keys with "did you mean", types, control
 // characters). What the values mean is checked in validate.ts.
 import { isAbsolute, resolve } from 'node:path';
+import { closest, distance } from 'fastest-levenshtein';
 import { expandHome } from '../ssh-config.ts';
 
 type Spec =
-  | { type: 'string' | 'integer' | 'boolean' | 'string[]' }
+  // settings: a table of environment variables, whose names and values backend-settings.ts checks.
+  | { type: 'string' | 'integer' | 'boolean' | 'string[]' | 'settings' }
   | { type: 'table'; keys: Record<string, Spec> };
 
 const text: Spec = { type: 'string' };
@@ -27,6 +29,14 @@ export const HOST_KEYS: Record<string, Spec> = {
     // Off-host copies with restic (inventory/offsite.ts).
     repository: text, password_env: text, credentials_env: { type: 'string[]' }, repository_host: text,
     keep_daily: integer, keep_weekly: integer, keep_monthly: integer,
+  }),
+  // Environment variables of the containers.
+  backend_env: { type: 'settings' }, dashboard_env: { type: 'settings' },
+  // Where files, modules, exports and search indexes live (storage.ts).
+  storage: table({
+    mode: text, endpoint: text, region: text, force_path_style: { type: 'boolean' },
+    exports_bucket: text, snapshot_imports_bucket: text, modules_bucket: text, files_bucket: text, search_bucket: text,
+    access_key_env: text, secret_key_env: text,
   }),
 };
 export const TOP_KEYS = ['defaults', 'hosts', 'groups'];
@@ -95,9 +105,10 @@ export function checkKeys(table: Record<string, unknown>, specs: Record<string, 
       : spec.type === 'integer' ? Number.isInteger(value)
       : spec.type === 'boolean' ? typeof value === 'boolean'
       : spec.type === 'string[]' ? Array.isArray(value) && value.every(v => typeof v === 'string')
+      : spec.type === 'settings' ? isTable(value)
       : typeof value === 'object' && value !== null && !Array.isArray(value);
     if (!ok) {
-      problems.push(`${at}.${key}: must be ${spec.type === 'string[]' ? 'a list of strings' : spec.type === 'table' ? 'a table' : `a non-empty ${spec.type}`}.`);
+      problems.push(`${at}.${key}: must be ${spec.type === 'string[]' ? 'a list of strings' : spec.type === 'table' || spec.type === 'settings' ? 'a table' : `a non-empty ${spec.type}`}.`);
     } else if (spec.type === 'table') {
       checkKeys(value as Record<string, unknown>, spec.keys, `${at}.${key}`, problems);
     }
@@ -105,25 +116,9 @@ export function checkKeys(table: Record<string, unknown>, specs: Record<string, 
 }
 
 export function unknownKey(path: string, key: string, known: string[]): string {
-  const best = known
-    .map(k => ({ k, d: editDistance(key, k) }))
-    .sort((a, b) => a.d - b.d)[0];
-  const hint = best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? ` Did you mean "${best.k}"?` : ` Known keys: ${known.join(', ')}.`;
+  const best = known.length ? closest(key, known) : undefined;
+  const hint = best !== undefined && distance(key, best) <= Math.max(2, Math.floor(key.length / 3)) ? ` Did you mean "${best}"?` : ` Known keys: ${known.join(', ')}.`;
   return `${path}: unknown key.${hint}`;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diagonal = above;
-    }
-  }
-  return row[b.length]!;
 }
 
 /** [defaults] under a host's table: tables merge key by key, anything else the host's wins. */

@@ -8,11 +8,20 @@ import { ACME_DIRECTORIES, asTable, checkKeys, controlCharacterProblems, deepMer
 import { endpointOf, resolveJumps, sshContext } from './ssh.ts';
 import { offsiteConfig, repositoryHostProblem } from './offsite.ts';
 import type { SshContext } from './ssh.ts';
+import { checkSettings } from '../backend-settings.ts';
+import type { Settings } from '../backend-settings.ts';
+import { checkStorage } from '../storage.ts';
+import type { StorageConfig } from '../storage.ts';
+
+export interface ValidateOptions {
+  /** --allow-unknown-env: names in [backend_env] and [dashboard_env] that no image is known to read pass. */
+  allowUnknownEnv?: boolean;
+}
 
 export type Validated = { inventory: Inventory; problems?: undefined } | { inventory?: undefined; problems: string[] };
 
 /** The inventory from the parsed file, or every problem found in it. */
-export function validateInventory(data: Record<string, unknown>, path: string): Validated {
+export function validateInventory(data: Record<string, unknown>, path: string, options: ValidateOptions = {}): Validated {
   const problems: string[] = [];
   const warnings: string[] = [];
   // First and alone: the other messages quote values, which must not carry a control character.
@@ -37,7 +46,7 @@ export function validateInventory(data: Record<string, unknown>, path: string): 
     const table = asTable(raw, `hosts.${name}`, problems);
     checkKeys(table, HOST_KEYS, `hosts.${name}`, problems);
     const merged = deepMerge(deepMerge(structuredClone(DEFAULTS), defaults), table) as Record<string, unknown>;
-    const host = toHost(name, merged, base, { problems, warnings }, ssh);
+    const host = toHost({ name, m: merged, at: key => `hosts.${name}.${key}`, options }, base, { problems, warnings }, ssh);
     if (host) hosts.set(name, host);
   }
   resolveJumps(hosts, ssh);
@@ -75,8 +84,8 @@ function groupsOf(tables: Record<string, unknown>, hostNames: string[], problems
 /** What the rules found: problems stop the run before it connects, warnings are shown. */
 interface Findings { problems: string[]; warnings: string[] }
 
-/** One host's merged table, the path of one of its keys (hosts.dev.port), and its name. */
-interface HostTable { name: string; m: Record<string, unknown>; at: (key: string) => string }
+/** One host's merged table, the path of one of its keys (hosts.dev.port), its name, and the run's options. */
+interface HostTable { name: string; m: Record<string, unknown>; at: (key: string) => string; options: ValidateOptions }
 
 /** A rule on one host's merged table. */
 type HostRule = (host: HostTable, found: Findings) => void;
@@ -186,11 +195,27 @@ const numbers: HostRule = ({ m, at }, { problems }) => {
   if ((m.backup as { keep: number }).keep < 1) problems.push(`${at('backup.keep')}: must be at least 1; the last good backup is never deleted.`);
 };
 
-/** In the order their messages are listed. */
-const HOST_RULES: HostRule[] = [required, instanceName, paths, bindAddress, images, promoteFrom, postgres, domains, acme, dashboardAllow, numbers];
+/** [backend_env] and [dashboard_env]: replaced in the merged table by the settings they hold. */
+const settings: HostRule = ({ m, at, options }, found) => {
+  for (const key of ['backend_env', 'dashboard_env'] as const) {
+    if (m[key] === undefined) continue;
+    const checked = checkSettings(m[key] as Record<string, unknown>, key === 'backend_env' ? 'backend' : 'dashboard', at(key), Boolean(options.allowUnknownEnv));
+    found.problems.push(...checked.problems);
+    found.warnings.push(...checked.warnings);
+    m[key] = checked.settings;
+  }
+};
 
-function toHost(name: string, m: Record<string, unknown>, base: string, found: Findings, ssh: SshContext): Host | undefined {
-  const table: HostTable = { name, m, at: key => `hosts.${name}.${key}` };
+/** [storage]: replaced in the merged table by the StorageConfig it makes, when it is whole. */
+const storage: HostRule = ({ m, at }, { problems }) => {
+  if (m.storage !== undefined) m.storage = checkStorage(m.storage as Record<string, unknown>, at('storage'), problems);
+};
+
+/** In the order their messages are listed. */
+const HOST_RULES: HostRule[] = [required, instanceName, paths, bindAddress, images, promoteFrom, postgres, domains, acme, dashboardAllow, numbers, settings, storage];
+
+function toHost(table: HostTable, base: string, found: Findings, ssh: SshContext): Host | undefined {
+  const { name, m } = table;
   const before = found.problems.length;
   for (const rule of HOST_RULES) rule(table, found);
   // Port, user and identity may come from the ssh config, so they are checked once looked up there.
@@ -221,6 +246,9 @@ function toHost(name: string, m: Record<string, unknown>, base: string, found: F
     postgres: { ...(pg as unknown as PostgresConfig), ca_file: local(pg.ca_file) },
     backup: { keep: (m.backup as { keep: number }).keep, ...(offsite ? { offsite } : {}) },
     promote_from: m.promote_from as string | undefined,
+    backend_env: m.backend_env as Settings | undefined,
+    dashboard_env: m.dashboard_env as Settings | undefined,
+    storage: m.storage as StorageConfig | undefined,
   };
 }
 

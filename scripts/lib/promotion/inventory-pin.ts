@@ -66,8 +66,9 @@ export function pinHostImages(path: string, hostName: string, images: PinnedImag
   const tmp = `${path}.convex-ops-${process.pid}.tmp`;
   try {
     writeFileSync(tmp, edited, { mode: statSync(path).mode & 0o777 });
-    const before = loadInventory(path);
-    const after = loadInventory(tmp);
+    // The run validated the names already (with its --allow-unknown-env); this compares only.
+    const before = loadInventory(path, { allowUnknownEnv: true });
+    const after = loadInventory(tmp, { allowUnknownEnv: true });
     const same =
       before.hosts.size === after.hosts.size &&
       [...before.hosts].every(([name, host]) => {

@@ -11,6 +11,9 @@ import { PG_CA_PATH } from './postgres-external.ts';
 import { composePath } from './secret.ts';
 import { loadYaml, yaml } from '../yaml.ts';
 import { templateText } from '../templates.ts';
+import { composeValue } from '../backend-settings.ts';
+import { storageEnvironment } from '../storage.ts';
+import type { Service as SettingsService, Settings } from '../backend-settings.ts';
 
 interface Service { image: string; ports: string[]; volumes?: string[]; environment: Record<string, string> }
 interface ComposeFile { services: { backend: Service; dashboard: Service }; networks: { default: { name: string } } }
@@ -31,6 +34,10 @@ export function renderCompose(host: Host): string {
   // loopback is the one place they are closed whatever the firewall, Docker or a reboot do.
   // Without domains, clients then reach them through an SSH tunnel (inventory.ts sets the address).
   const bind = host.bind_address;
+  // The inventory's settings first, so that no setting could ever take the place of one below.
+  applySettings(backend, 'backend', host.backend_env);
+  applySettings(dashboard, 'dashboard', host.dashboard_env);
+  Object.assign(backend.environment, storageEnvironment(host.storage));
   backend.image = host.backend_image;
   backend.ports = [`${bind}:3210:3210`, `${bind}:3211:3211`];
   backend.volumes = [`${host.volume}/data:/convex/data`];
@@ -46,7 +53,14 @@ export function renderCompose(host: Host): string {
   dashboard.ports = [`${bind}:6791:6791`];
   dashboard.environment.NEXT_PUBLIC_DEPLOYMENT_URL = cloud;
   doc.networks.default.name = CONVEX_NETWORK;
-  return `# ${MANAGED_MARKER} from files/docker-compose.yml and the inventory: edit those, not this file.\n${yaml().stringify(doc, { lineWidth: 0 })}`;
+  // Written as YAML 1.1, which docker-compose v1 reads: a setting's "on", "yes" or "no" stays a
+  // quoted string there, where 1.2's rules would leave it bare and v1 would read a boolean.
+  return `# ${MANAGED_MARKER} from files/docker-compose.yml and the inventory: edit those, not this file.\n${yaml().stringify(doc, { lineWidth: 0, version: '1.1' })}`;
+}
+
+/** [backend_env] or [dashboard_env] in a service's environment: secrets as ${…} from .env. */
+function applySettings(service: Service, name: SettingsService, settings: Settings | undefined): void {
+  for (const [variable, setting] of Object.entries(settings ?? {})) service.environment[variable] = composeValue(name, variable, setting);
 }
 
 /** docker-compose.yml as the host's values make it: nothing when it is so already. */

@@ -12,6 +12,8 @@ import { registerSecret } from '../redact.ts';
 import { sh } from '../shell.ts';
 import { yaml } from '../yaml.ts';
 import { CONTAINERS, containersFact } from './docker.ts';
+import { envKeyOf, secretValues, SETTING_ENV_PREFIXES } from '../backend-settings.ts';
+import { CREDENTIAL_ENV_PREFIX, localStorageFact, storageCredentials, storageSwitchRefusal } from '../storage.ts';
 import type { ContainerState } from './docker.ts';
 
 export const envPath = (host: Host) => `${host.root}/.env`;
@@ -33,9 +35,13 @@ export function parseEnv(text: string): EnvValues {
     if (/^(['"]).*\1$/.test(value)) value = value.slice(1, -1);
     values.set(match[1]!, value);
   }
-  for (const key of SECRET_KEYS) registerSecret(values.get(key));
+  for (const [key, value] of values) if (isSecretKey(key)) registerSecret(value);
   return values;
 }
+
+/** The keys whose values are masked: ours, the secret settings of [backend_env] and [dashboard_env], the [storage] credentials. */
+const INVENTORY_SECRET_PREFIXES = [...SETTING_ENV_PREFIXES, CREDENTIAL_ENV_PREFIX];
+const isSecretKey = (key: string) => SECRET_KEYS.includes(key) || INVENTORY_SECRET_PREFIXES.some(prefix => key.startsWith(prefix));
 
 export function renderEnv(values: EnvValues): string {
   const keys = [...OWN_KEYS.filter(k => values.has(k)), ...[...values.keys()].filter(k => !OWN_KEYS.includes(k))];
@@ -144,8 +150,38 @@ export function wantedEnv(host: Host, current: EnvValues, adopted: Adopted = {},
     values.delete('POSTGRES_PASSWORD');
   }
   values.set('POSTGRES_URL', postgresUrl(host, password));
-  for (const key of SECRET_KEYS) registerSecret(values.get(key));
+  setSecretSettings(host, values);
+  for (const [key, value] of values) if (isSecretKey(key)) registerSecret(value);
   return values;
+}
+
+/**
+ * What .env holds for the inventory's secrets, by .env key: the secret settings of
+ * [backend_env] and [dashboard_env] and the [storage] credentials, from the operator's
+ * environment; or the problems (cli.ts reports them before connecting).
+ */
+export function secretEnvValues(host: Host, env: NodeJS.ProcessEnv = process.env): { values: Map<string, string>; problems: string[] } {
+  const values = new Map<string, string>();
+  const problems: string[] = [];
+  for (const [service, settings] of [['backend', host.backend_env], ['dashboard', host.dashboard_env]] as const) {
+    const secrets = secretValues(settings ?? {}, `hosts.${host.name}.${service}_env`, env);
+    problems.push(...secrets.problems);
+    for (const [name, value] of secrets.values) values.set(envKeyOf(service, name), value);
+  }
+  const credentials = storageCredentials(host.storage, `hosts.${host.name}.storage`, env);
+  problems.push(...credentials.problems);
+  for (const [key, value] of credentials.values) values.set(key, value);
+  return { values, problems };
+}
+
+/** The inventory's secrets in .env; keys of ones no longer in the inventory go, so no stale secret stays on the droplet. */
+function setSecretSettings(host: Host, values: EnvValues): void {
+  const wanted = secretEnvValues(host);
+  if (wanted.problems.length) throw new Error(wanted.problems.join('\n'));
+  for (const key of values.keys()) {
+    if (INVENTORY_SECRET_PREFIXES.some(prefix => key.startsWith(prefix)) && !wanted.values.has(key)) values.delete(key);
+  }
+  for (const [key, value] of wanted.values) values.set(key, value);
 }
 
 /** The .env holding `values`: mode 0600, and its diffs show keys with every value masked. */
@@ -159,6 +195,8 @@ export interface SecretFacts {
   credentials: string | undefined;
   compose: FileState;
   containers: Map<string, ContainerState>;
+  /** Whether the volume's local storage holds files (a switch to S3 would strand them). */
+  localFiles: boolean;
 }
 
 /**
@@ -166,6 +204,10 @@ export interface SecretFacts {
  * is not yet, the write's label says where the new one comes from.
  */
 export function planSecret(facts: SecretFacts, host: Host, generate: Generate = RANDOM): Change[] {
+  // The first step that writes what a storage switch changes (the S3 credentials): refused here,
+  // before anything is written.
+  const refusal = storageSwitchRefusal(host, facts.compose, facts.localFiles);
+  if (refusal) throw new Error(refusal);
   const current = envOf(facts.env);
   const hasSecret = Boolean(current.get('INSTANCE_SECRET'));
   const adopted: Adopted = {
@@ -185,7 +227,7 @@ export const secret: Step = {
   name: 'secret',
   phases: [
     phase({
-      facts: (host: Host) => ({ env: fileFact(envPath(host)), credentials: adoptedSecret(host), compose: fileFact(composePath(host)), containers: containersFact }),
+      facts: (host: Host) => ({ env: fileFact(envPath(host)), credentials: adoptedSecret(host), compose: fileFact(composePath(host)), containers: containersFact, localFiles: localStorageFact(host) }),
       plan: (facts, host) => planSecret(facts, host),
       ok: () => 'INSTANCE_SECRET and database credentials in place (mode 0600)',
     }),
