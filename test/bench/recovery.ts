@@ -50,7 +50,10 @@ const DOCUMENTS = Number(values.documents);
 const DOCUMENT_KB = Number(values['document-kb']);
 const FILE_MB = Number(values['file-mb']);
 for (const [flag, value] of [['--documents', DOCUMENTS], ['--document-kb', DOCUMENT_KB], ['--file-mb', FILE_MB]] as const) {
-  if (!Number.isInteger(value) || value < 0) throw new Error(`${flag} must be a whole number, got ${String(value)}`);
+  if (!Number.isInteger(value) || value < 0) {
+    console.error(`${flag} must be a whole number of 0 or more, got ${String(value)}. See --help.`);
+    process.exit(2);
+  }
 }
 
 const PASSWORD_ENV = 'BENCH_RESTIC_PASSWORD';
