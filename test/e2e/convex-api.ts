@@ -42,7 +42,7 @@ export async function getDocument(baseUrl: string, key: string, id: string): Pro
 
 /** The JSON document a script prints under --json. */
 export interface RunJson {
-  hosts: Array<{ host: string; steps: Array<{ step: string; status: string; detail: string }>; recap: { ok: number; changed: number; failed: number; skipped: number }; commands: number }>;
+  hosts: Array<{ host: string; steps: Array<{ step: string; status: string; detail: string; seconds: number }>; recap: { ok: number; changed: number; failed: number; skipped: number }; commands: number; seconds: number }>;
 }
 
 export function parseRunJson(stdout: string): RunJson {

@@ -8,14 +8,14 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { useFleet } from '../fleet/index.ts';
-import { docker } from '../fleet/proc.ts';
 import { adminKeyOf, backendUrl, getDocument, putDocument } from './convex-api.ts';
+import { destroyDroplet, vaultBackup } from './drill.ts';
 
 const fleet = await useFleet({ name: 'recovery', droplets: [{ name: 'dev' }, { name: 'vault' }, { name: 'fresh' }] });
 
 const PASSWORD = 'drill-pw "x" $PATH ok';
 const env = { DRILL_RESTIC_PASSWORD: PASSWORD };
-const backup = { repository: 'sftp:convex-backup@vault.test:/srv/convex', password_env: 'DRILL_RESTIC_PASSWORD', repository_host: 'vault' };
+const backup = vaultBackup('DRILL_RESTIC_PASSWORD');
 const output = (run: { stdout: string; stderr: string }) => `${run.stdout}\n${run.stderr}`;
 const sh = async (droplet: string, cmd: string) => (await fleet.exec(droplet, cmd)).stdout.trim();
 
@@ -43,9 +43,7 @@ test('a destroyed droplet is rebuilt from the off-host repository on a fresh one
   assert.match(copy.stdout, /dev\s+backup\s+changed.*snapshot [0-9a-f]{8} in sftp:convex-backup@vault\.test:\/srv\/convex/);
 
   // The disaster: dev's container and its data volume are gone, with every local backup.
-  const container = fleet.droplets.dev!.container;
-  await docker(['rm', '-f', '-v', container]);
-  await docker(['volume', 'rm', `${container}-data`]);
+  await destroyDroplet(fleet, 'dev');
 
   // A dry run changes nothing on the fresh droplet, and says what it would do.
   const dry = await fleet.runScript('restore.ts', ['--host', 'fresh', '--inventory', inventory, '--from-repository', '--check'], env);
