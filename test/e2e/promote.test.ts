@@ -4,12 +4,12 @@
 // not touched; candidates that pass on dev but fail on prod (the `fragile` stand-ins, with a
 // marker on prod's volume) leave prod on v1 with its data: `fragile-v1` migrated nothing, so the
 // images alone go back; `fragile` migrated the database, so prod is restored from the backup the
-// window took. Maintenance mode is switched by hand, and one left on by a killed run is turned
-// off by the next run. v2 then goes to prod as exactly the digest dev runs, while a client asks
+// window took. Maintenance mode is switched by hand, and one left on by a promotion killed
+// (SIGKILL) in its window is turned off by the next run. v2 then goes to prod as exactly the digest dev runs, while a client asks
 // https://api.prod.test/version every 100 ms: it gets 503 with Retry-After in the window, never
 // a 502, and the window is at most 5 s. The failures come first so that prod's "previous" images
 // are still v1. Every product action is `npx zx scripts/all.ts …`; fleet.exec is only for
-// assertions and for preconditions (the marker file, the state a killed run leaves).
+// assertions and for preconditions (the marker file).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -180,7 +180,7 @@ test('a candidate that migrated the database and then fails on prod: prod is res
   assert.doesNotMatch(logs, /persisted db metadata version is ahead/, 'v1 runs on a database it understands');
 });
 
-test('maintenance by hand: 503 with Retry-After on the api and site names while on; a switch left on by a killed run goes off with the next run', async () => {
+test('maintenance by hand: 503 with Retry-After on the api and site names while on; a promotion killed in its window leaves it on, and the next run turns it off', async () => {
   const on = await fleet.runScript('all.ts', ['--host', 'prod', '--maintenance', 'on']);
   assert.equal(on.code, 0, output(on));
   for (const name of [API, SITE]) {
@@ -199,13 +199,23 @@ test('maintenance by hand: 503 with Retry-After on the api and site names while 
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /--maintenance "maybe": use --maintenance on or --maintenance off/);
 
-  // What a promotion killed inside its window leaves: maintenance on, its off switch pending, the backend stopped.
-  await fleet.exec('prod', `mkdir -p /var/lib/convex-ops/pending && touch ${PENDING_OFF} && echo on > ${MAINTENANCE_FLAG} && docker stop convex-backend >/dev/null`);
-  assert.equal((await httpsRequest(prodClient, API, '/version')).status, 503);
+  // A promotion killed (SIGKILL) as soon as its window opens on prod: clients get 503s, not a
+  // dead upstream, and the next run turns maintenance off. fragile-v1 migrates nothing, so prod's
+  // database is as v1 left it whenever the kill lands.
+  const killer = new AbortController();
+  const promotion = fleet.runScript('all.ts', ['--promote', 'prod', '--yes', '--backend-image', image('backend', 'fragile-v1')], {}, { kill: killer.signal });
+  const opened = await fleet.exec('prod', `for i in $(seq 1 3000); do [ -e ${MAINTENANCE_FLAG} ] && exit 0; sleep 0.05; done; exit 1`, { allowFail: true });
+  killer.abort();
+  const killed = await promotion;
+  assert.equal(opened.code, 0, `the window never opened on prod:\n${output(killed)}`);
+  assert.doesNotMatch(killed.stdout, /PROMOTION dev → prod/, 'the promotion ran to its end before the kill');
+  assert.equal((await httpsRequest(prodClient, API, '/version')).status, 503, 'maintenance is on after the kill');
+  assert.equal(await sh('prod', `ls ${PENDING_OFF}`), PENDING_OFF, 'the kill left the off switch pending');
   const next = await fleet.runScript('all.ts', ['--host', 'prod']);
   assert.equal(next.code, 0, output(next));
   assert.match(next.stdout, /prod\s+nginx\s+changed\s.*maintenance off/);
   assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} 2>/dev/null; true`), '');
+  assert.equal((await running('prod')).ref, image('backend', 'v1'));
   assert.equal(await prodVersion(), 'v1');
   assert.deepEqual(await prodDocument(), DOCUMENT);
 });

@@ -77,8 +77,10 @@ export interface Fleet {
   /** docker exec as root (or opts.user) running `bash -c shellCmd`. For test assertions, not for doing the product's job. */
   exec(droplet: string, shellCmd: string, opts?: ExecOptions): Promise<RunResult>;
   /** `npx zx scripts/<script> --inventory <inventory> ...args` in the repo root, as a user runs it.
-   *  Never throws on a non-zero exit. Pass your own `--inventory` in args to use another file. */
-  runScript(script: string, args?: string[], env?: NodeJS.ProcessEnv): Promise<RunResult>;
+   *  Never throws on a non-zero exit. Pass your own `--inventory` in args to use another file.
+   *  `kill` aborted: the run (npx and the script under it) is killed with SIGKILL, as a crash or
+   *  an operator's kill -9 would end it. */
+  runScript(script: string, args?: string[], env?: NodeJS.ProcessEnv, opts?: { kill?: AbortSignal }): Promise<RunResult>;
   /** Write <dir>/<fileName> (".toml" added if missing): the generated inventory with `overrides`
    *  deep-merged in (a key set to undefined/null is removed). Returns its absolute path. */
   writeInventory(fileName: string, overrides?: InventoryObject): Promise<string>;
@@ -390,14 +392,22 @@ function makeFleet(state: FleetState): Fleet {
       return docker(args, { allowFail: opts.allowFail, input: opts.input });
     },
 
-    async runScript(script, args = [], env = {}) {
+    async runScript(script, args = [], env = {}, opts = {}) {
       const inventoryArgs = args.includes('--inventory') ? [] : ['--inventory', files.inventoryPath];
       const argv = ['zx', path.posix.join('scripts', script), ...inventoryArgs, ...args];
       await fs.mkdir(files.logsDir, { recursive: true });
       const logPath = path.join(files.logsDir, `${String(++scriptRuns).padStart(3, '0')}-${process.pid}-${path.basename(script)}.log`);
       const echo = process.env.FLEET_VERBOSE === '1';
       const result = await new Promise<RunResult>((resolve, reject) => {
-        const child = spawn('npx', argv, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        // Its own process group when it may be killed, so that the kill reaches zx's node too.
+        const child = spawn('npx', argv, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: opts.kill !== undefined });
+        opts.kill?.addEventListener('abort', () => {
+          try {
+            process.kill(-child.pid!, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
+        });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (chunk: Buffer) => {
@@ -411,7 +421,8 @@ function makeFleet(state: FleetState): Fleet {
         child.on('error', reject);
         child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
       });
-      const envNote = Object.keys(env).length > 0 ? `env: ${JSON.stringify(env)}\n` : '';
+      // Names only: the values may be secrets (a repository password).
+      const envNote = Object.keys(env).length > 0 ? `env: ${Object.keys(env).join(' ')}\n` : '';
       await fs.writeFile(
         logPath,
         `$ npx ${argv.join(' ')}\n${envNote}exit: ${result.code}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`,
