@@ -31,11 +31,16 @@ export function backendProbe(host: Host): Script {
     script`engine=$(${engineRead(objects)})`,
     sh`printf '%s\\n' "$engine"`,
     sh`curl -s -o /dev/null -o /dev/null --max-time 5 -w 'http %{url_effective} %{http_code}\n' ${BACKEND_VERSION_URL} ${DASHBOARD_URL}`,
-    // The backend's document comes first: its StartedAt is the start the logs are read from.
+    // The backend's document comes first. The lines of its current run are those after the run
+    // before it ended (FinishedAt: the engine drains a run's output before it records the end),
+    // all of them when it never stopped: StartedAt is no bound, as under load the engine records
+    // it after the process has printed its first lines (doctor/log.ts currentLog, the same rule).
     sh`started=$(printf '%s\\n' "$engine" | sed -n '/"StartedAt"/{s/.*"StartedAt": *"\\([^"]*\\)".*/\\1/p;q;}')`,
+    sh`finished=$(printf '%s\\n' "$engine" | sed -n '/"FinishedAt"/{s/.*"FinishedAt": *"\\([^"]*\\)".*/\\1/p;q;}')`,
+    sh`since=0`,
+    sh`case "$finished" in 0001-*|'') ;; *) if [ "$(date -d "$finished" +%s%N)" -lt "$(date -d "$started" +%s%N)" ]; then since=$(date -d "$finished" +%s.%N); else since=$(date -d "$started" +%s.%N); fi 2>/dev/null ;; esac`,
     // The engine's log endpoint, as `docker logs` reads it, without starting the CLI: stdout and
     // stderr frames in order, each behind an 8-byte header (stream, size) that perl strips.
-    sh`since=$(date -d "$started" +%s.%N 2>/dev/null || echo 0)`,
     sh`curl -sf --max-time 20 --unix-socket /var/run/docker.sock ${`http://docker/containers/${CONTAINERS.backend}/logs?stdout=1&stderr=1&since=`}"$since" | perl -e ${DEMUX} | awk ${LOG_SUMMARY}`,
   );
 }

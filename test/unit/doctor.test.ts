@@ -54,13 +54,19 @@ test('log lines name their cause, in the real backend\'s words and the stand-in\
   assert.equal(causes[4]!.detail, '172.18.0.2');
 });
 
-test('only the lines since the container last started count while it is healthy', () => {
+test('only the lines of the current run count while it is healthy: after the run before ended, even before StartedAt', () => {
   const s = healthy();
-  const container = s.containers.get('convex-backend')!;
+  // Restarted: the run before ended at 21:00; this one started at 22:58:09.27 by the engine's record.
+  const container = { ...s.containers.get('convex-backend')!, finishedAt: '2026-11-29T21:00:00Z' };
+  s.containers.set('convex-backend', container);
   const old = { time: Date.parse('2026-11-29T20:00:00Z'), text: 'ERROR cluster url already contains db name: /x' };
-  assert.equal(currentLog([old, ...s.log], container).length, s.log.length);
+  // Under load the engine records StartedAt after the process has printed its first lines.
+  const early = { time: Date.parse('2026-11-29T22:58:09.100Z'), text: '2026-11-29T22:58:09Z INFO Starting a Convex backend' };
+  assert.deepEqual(currentLog([old, early, ...s.log], container), [early, ...s.log]);
   s.log = [old, ...s.log];
   assert.deepEqual(diagnose(host, s), [], 'an error from before the last (re)start is history');
+  // Never stopped: every line is of this run.
+  assert.equal(currentLog([early, ...s.log], { ...container, finishedAt: '0001-01-01T00:00:00Z' }).length, s.log.length + 1);
 });
 
 test('"cluster url already contains db name": from the log and from .env; the restart loop points at it', () => {

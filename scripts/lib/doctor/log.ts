@@ -55,10 +55,19 @@ export function classifyLog(lines: LogLine[]): LogCause[] {
   return [...found.values()];
 }
 
-/** The lines since the container last started (with a little slack for clock rounding). */
+/**
+ * The lines of the container's current run. StartedAt is no bound: under load the engine records
+ * it after the process has printed its first lines. But the engine drains a run's output before it
+ * records that run's end, so a container running since a restart has written every line after
+ * FinishedAt (the end of the run before) in this run; one that never stopped, every line. One that
+ * stopped since its last start: from that start, with a little slack.
+ */
 export function currentLog(lines: LogLine[], container: ContainerInfo | undefined): LogLine[] {
   const started = container ? Date.parse(container.startedAt) : NaN;
-  if (Number.isNaN(started) || started <= 0) return lines;
+  if (!container || Number.isNaN(started) || started <= 0) return lines;
+  const finished = Date.parse(container.finishedAt);
+  if (Number.isNaN(finished) || finished <= 0) return lines;
+  if (finished < started) return lines.filter(l => l.time === undefined || l.time > finished);
   return lines.filter(l => l.time === undefined || l.time >= started - 2000);
 }
 
