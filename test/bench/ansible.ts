@@ -7,7 +7,8 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import type { Fleet } from '../fleet/index.ts';
-import { run } from '../fleet/proc.ts';
+import { commandExists, run } from '../fleet/proc.ts';
+import { installHostPackages } from '../fleet/engine.ts';
 import { repoRoot } from '../fleet/paths.ts';
 
 const PLAYBOOK_DIR = path.join(repoRoot, 'test', 'bench', 'ansible');
@@ -20,14 +21,8 @@ export interface AnsibleTwin {
 
 /** Makes sure `ansible-playbook` is here (Debian's `ansible`), as the bench's one extra package. */
 export async function ensureAnsible(): Promise<string> {
-  const installed = () => execFileSync('ansible', ['--version'], { encoding: 'utf8' }).split('\n')[0]!;
-  try {
-    return installed();
-  } catch {
-    process.stderr.write('[bench] installing Debian\'s ansible package for the side-by-side figure\n');
-    await run('apt-get', ['install', '-y', '-q', 'ansible'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    return installed();
-  }
+  if (!(await commandExists('ansible-playbook'))) await installHostPackages(['ansible']);
+  return execFileSync('ansible', ['--version'], { encoding: 'utf8' }).split('\n')[0]!;
 }
 
 /** The twin droplet as Ansible's inventory, python3 on it, and a playbook run until it changes nothing. */

@@ -24,18 +24,22 @@ export async function ensureHostPackages(): Promise<void> {
   const missing: string[] = [];
   if (!(await commandExists('dockerd')) || !(await commandExists('docker'))) missing.push('docker.io');
   if (!(await commandExists('debootstrap'))) missing.push('debootstrap');
-  if (missing.length > 0) {
-    if (process.getuid?.() !== 0) {
-      throw new Error(`the fleet needs ${missing.join(', ')}; install it (apt-get install ${missing.join(' ')}) or run as root`);
-    }
-    await withLock('apt-host', async () => {
-      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-      process.stderr.write(`[fleet] installing ${missing.join(', ')} on the host\n`);
-      await run('apt-get', ['update'], { env });
-      await run('apt-get', ['install', '-y', ...missing], { env });
-    });
-  }
+  await installHostPackages(missing);
   hostPackagesChecked = true;
+}
+
+/** Debian packages on this machine, with apt, one apt at a time (the bench's ansible too). */
+export async function installHostPackages(missing: string[]): Promise<void> {
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`the fleet needs ${missing.join(', ')}; install it (apt-get install ${missing.join(' ')}) or run as root`);
+  }
+  await withLock('apt-host', async () => {
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    process.stderr.write(`[fleet] installing ${missing.join(', ')} on the host\n`);
+    await run('apt-get', ['update'], { env });
+    await run('apt-get', ['install', '-y', ...missing], { env });
+  });
 }
 
 /** Make sure `docker info` answers, starting dockerd if needed. */
