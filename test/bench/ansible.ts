@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import type { Fleet } from '../fleet/index.ts';
+import type { DropletFlavour } from '../fleet/images.ts';
 import { commandExists, run } from '../fleet/proc.ts';
 import { installHostPackages } from '../fleet/engine.ts';
 import { repoRoot } from '../fleet/paths.ts';
@@ -25,8 +26,14 @@ export async function ensureAnsible(): Promise<string> {
   return execFileSync('ansible', ['--version'], { encoding: 'utf8' }).split('\n')[0]!;
 }
 
+/** What differs between the droplet flavours, as install.yml's host variables. */
+const FLAVOUR_VARS: Record<DropletFlavour, string> = {
+  debian12: 'postgresql_version=15 docker_tasks=modules',
+  'debian13-systemd': 'postgresql_version=17 docker_tasks=cli',
+};
+
 /** The twin droplet as Ansible's inventory, python3 on it, and a playbook run until it changes nothing. */
-export async function prepareTwin(fleet: Fleet, name: string): Promise<AnsibleTwin> {
+export async function prepareTwin(fleet: Fleet, name: string, flavour: DropletFlavour): Promise<AnsibleTwin> {
   const version = await ensureAnsible();
   const droplet = fleet.droplets[name]!;
   const images = fleet.inventory.defaults as { backend_image: string; dashboard_image: string };
@@ -35,7 +42,7 @@ export async function prepareTwin(fleet: Fleet, name: string): Promise<AnsibleTw
   writeFileSync(
     hosts,
     `[convex]\n${name} ansible_host=${droplet.ip} ansible_user=root ansible_ssh_private_key_file=${fleet.identityPath} ansible_ssh_common_args='${ssh}' ` +
-      `volume=/mnt/convex_${name} instance_name=convex-self-hosted backend_image=${images.backend_image} dashboard_image=${images.dashboard_image}\n`,
+      `volume=/mnt/convex_${name} instance_name=convex-self-hosted backend_image=${images.backend_image} dashboard_image=${images.dashboard_image} ${FLAVOUR_VARS[flavour]}\n`,
   );
   const env = { ...process.env, ANSIBLE_CONFIG: path.join(PLAYBOOK_DIR, 'ansible.cfg'), ANSIBLE_NOCOLOR: '1' };
   await run('ansible', ['-i', hosts, 'convex', '-m', 'raw', '-a', 'command -v python3 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3)'], { env });

@@ -1,14 +1,15 @@
-// npm run bench [-- --runs N] [--keep]
+// npm run bench [-- --runs N] [--flavour debian12|debian13-systemd] [--keep]
 //
 // How long a no-op re-run takes on converged hosts, against the floor set by the tool's own
 // start-up (issue 8). A script that prints figures, not a timed test:
 //
-//   1. a fleet of 10 droplets without domains ("bench"; reused when it is already up);
+//   1. a fleet of 10 droplets without domains ("bench-<flavour>"; reused when it is already up),
+//      Debian 12 with sshd as PID 1 or Debian 13 booting systemd (--flavour);
 //   2. converged by a real first run of install.ts on all of them (--parallel 10), then checked
 //      to be a no-op;
 //   3. measured, each as the median of N runs (default 5) after one warm-up run, for 1, 5 and 10
 //      hosts, with only the droplets measured running (the others paused: on 2 CPUs, ten idle
-//      droplets alone keep the load average far above the number of CPUs):
+//      droplets alone take a good part of the CPUs):
 //      - the floor: `npx zx test/bench/noop.ts`, a script that does nothing, measured beside each
 //        install in the same conditions, so that "over the floor" is what the tool adds;
 //      - start-up: `npx zx scripts/install.ts --help` (our modules loaded, nothing connected);
@@ -17,14 +18,15 @@
 //   4. side by side with Ansible (issue 21, side-by-side.ts): test/bench/ansible/install.yml on a
 //      twin droplet against install.ts on b01, no-op runs alternating, with the CPU each run costs
 //      the droplet read from its cgroup, and that CPU attributed to the pieces of the run;
-//   5. written to test/bench/results.json and results.md, and printed.
+//   5. written to test/bench/results-<flavour>.json and .md, and printed.
 //
 // Every measured install must be a real no-op (nothing changed, nothing failed), else the bench
 // says so and exits 1. Memory: each run goes through /usr/bin/time, whose maximum resident set
 // is that of the largest single process of the run (npx's node or the node that runs zx and our
 // script); one more run of 10 hosts polls /proc for each process's own peak, to say which it is.
-// The machine's load average is recorded before and after each series: these droplets share the
-// machine's CPUs with the tool being measured, so a loaded machine makes every figure slower.
+// How busy the machine's CPUs were just before each measured run is recorded beside it: these
+// droplets share the machine's CPUs with the tool being measured, so a busy machine makes every
+// figure slower.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -33,28 +35,41 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fleetDown, fleetUp } from '../fleet/index.ts';
 import type { Fleet } from '../fleet/index.ts';
+import type { DropletFlavour } from '../fleet/images.ts';
 import { repoRoot } from '../fleet/paths.ts';
 import { sideBySide, sideBySideMarkdown } from './side-by-side.ts';
-import { median, round } from './stats.ts';
+import { logindMarkdown, measureLogind } from './logind.ts';
+import { dropletCpuReader, idleRate } from './droplet-cpu.ts';
+import { loadInventory, selectHosts } from '../../scripts/lib/inventory.ts';
+import { busyPercent, median, round } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '5' },
+    flavour: { type: 'string', default: 'debian12' },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (values.help) {
-  console.log('usage: npm run bench [-- --runs N] [--keep]\n\n  --runs N  measured runs per figure (default 5, at least 5 for the results file)\n  --keep    leave the fleet "bench" up afterwards (the next bench reuses it)');
+  console.log(
+    'usage: npm run bench [-- --runs N] [--flavour F] [--keep]\n\n  --runs N     measured runs per figure (default 5, at least 5 for the results file)\n  --flavour F  the droplets: debian12 (sshd as PID 1, the default) or debian13-systemd\n  --keep       leave the fleet "bench-<flavour>" up afterwards (the next bench reuses it)',
+  );
   process.exit(0);
 }
+const FLAVOURS: DropletFlavour[] = ['debian12', 'debian13-systemd'];
+const flavour = FLAVOURS.find(f => f === values.flavour);
+if (!flavour) {
+  console.error(`--flavour: "${values.flavour}" is not one of ${FLAVOURS.join(', ')}`);
+  process.exit(2);
+}
 const RUNS = Math.max(1, Number(values.runs));
-const FLEET = 'bench';
+const FLEET = `bench-${flavour}`;
 const SIZES = [1, 5, 10];
-const MEASURED = Array.from({ length: 10 }, (_, i) => ({ name: `b${String(i + 1).padStart(2, '0')}` }));
+const MEASURED = Array.from({ length: 10 }, (_, i) => ({ name: `b${String(i + 1).padStart(2, '0')}`, flavour }));
 /** Ansible's twin of b01 for the side-by-side figure (side-by-side.ts); paused until then. */
 const TWIN = 'twin';
-const DROPLETS = [...MEASURED, { name: TWIN }];
+const DROPLETS = [...MEASURED, { name: TWIN, flavour }];
 const OUT_DIR = path.join(repoRoot, 'test', 'bench');
 const TIME = '/usr/bin/time';
 
@@ -91,7 +106,6 @@ async function measure(args: string[]): Promise<Measured> {
   return { wall, maxRssMB: kb! / 1024, cpu: user! + system!, ...result };
 }
 
-const load = () => os.loadavg().map(l => round(l, 2)) as [number, number, number];
 
 interface HostJson { host: string; connections: number; commands: number; seconds: number; recap: { ok: number; changed: number; failed: number; skipped: number }; steps: Array<{ step: string; status: string; detail: string; seconds: number }> }
 
@@ -113,8 +127,8 @@ interface Figure {
   /** Hosts of a no-op install; undefined for the floor and the start-up. */
   hosts?: number;
   results: Measured[];
-  /** The 1-minute load average when each measured run started. */
-  loads: number[];
+  /** How busy the machine's CPUs were (%) over the half second before each measured run. */
+  busy: number[];
   /** Each measured install's hosts from its JSON. */
   perRun: HostJson[][];
 }
@@ -127,7 +141,7 @@ interface Summary {
   /** Median CPU seconds of the local process tree. */
   cpu: number;
   maxRssMB: { median: number; max: number };
-  load: { median: number; min: number; max: number };
+  busy: { median: number; min: number; max: number };
 }
 
 function summarize(f: Figure): Summary {
@@ -140,7 +154,7 @@ function summarize(f: Figure): Summary {
     median: round(median(walls)),
     cpu: round(median(f.results.map(r => r.cpu))),
     maxRssMB: { median: round(median(rss), 1), max: round(Math.max(...rss), 1) },
-    load: { median: round(median(f.loads)), min: Math.min(...f.loads), max: Math.max(...f.loads) },
+    busy: { median: round(median(f.busy)), min: Math.min(...f.busy), max: Math.max(...f.busy) },
   };
 }
 
@@ -192,7 +206,7 @@ if (!existsSync(TIME)) {
 }
 
 const benchStarted = Date.now();
-process.stderr.write(`[bench] load average ${load().join(' ')} on ${os.cpus().length} CPUs\n`);
+process.stderr.write(`[bench] CPUs busy ${await busyPercent()} % of ${os.cpus().length}\n`);
 /** Ten droplets starting at once on a loaded machine may time out; a second attempt recreates them. */
 async function upWithRetry(): Promise<Fleet> {
   for (let attempt = 1; ; attempt++) {
@@ -226,6 +240,16 @@ const runOnly = (running: number): boolean => {
   return paused.size !== before;
 };
 
+/** Issue 21's logind figures on a droplet that boots systemd: its own idle rate first, the others paused. */
+async function logindOf(name: string, runTool: () => Promise<void>) {
+  const [host] = selectHosts(loadInventory(inventory), name);
+  const container = fleet.droplets[name]!.container;
+  const read = dropletCpuReader(container);
+  execFileSync('docker', ['pause', twinContainer]);
+  const idle = await idleRate(read, 15);
+  return measureLogind({ container, host: host!, read, idle, rounds: RUNS, runTool });
+}
+
 try {
   // Converge: a real install on every droplet, until one run changes nothing.
   let hosts = names;
@@ -247,11 +271,18 @@ try {
 
   const noopProblems: string[] = [];
   const install = (hosts: number) => ['zx', 'scripts/install.ts', '--inventory', inventory, '--host', names.slice(0, hosts).join(','), '--json'];
-  const floorOf = (running: number): Figure => ({ what: `floor: \`npx zx test/bench/noop.ts\`, ${running} droplet${running > 1 ? 's' : ''} running`, args: ['zx', 'test/bench/noop.ts'], running, results: [], loads: [], perRun: [] });
+  /** A no-op install on the first N hosts, outside the series: throws unless it changed nothing. */
+  const runNoop = async (hosts: number) => {
+    const m = await measure(install(hosts));
+    for (const host of parseRun(m, 'no-op install')) {
+      if (host.recap.changed || host.recap.failed) throw new Error(`install.ts on ${host.host} was not a no-op:\n${m.stdout.slice(-1500)}`);
+    }
+  };
+  const floorOf = (running: number): Figure => ({ what: `floor: \`npx zx test/bench/noop.ts\`, ${running} droplet${running > 1 ? 's' : ''} running`, args: ['zx', 'test/bench/noop.ts'], running, results: [], busy: [], perRun: [] });
   const figures: Figure[] = SIZES.flatMap(hosts => [
     floorOf(hosts),
-    ...(hosts === 1 ? [{ what: 'start-up: `install.ts --help`', args: ['zx', 'scripts/install.ts', '--help'], running: 1, results: [], loads: [], perRun: [] }] : []),
-    { what: `no-op install, ${hosts} host${hosts > 1 ? 's' : ''}`, args: install(hosts), running: hosts, hosts, results: [], loads: [], perRun: [] },
+    ...(hosts === 1 ? [{ what: 'start-up: `install.ts --help`', args: ['zx', 'scripts/install.ts', '--help'], running: 1, results: [], busy: [], perRun: [] }] : []),
+    { what: `no-op install, ${hosts} host${hosts > 1 ? 's' : ''}`, args: install(hosts), running: hosts, hosts, results: [], busy: [], perRun: [] },
   ]);
   // One series per size, with only its droplets running: round by round (the first a warm-up),
   // the floor and the install alternate, so that a change in the machine's load touches both
@@ -262,9 +293,9 @@ try {
     // A droplet just resumed first runs what fell due while it was paused (health checks).
     if (runOnly(size)) await new Promise(resolve => setTimeout(resolve, 10_000));
     for (let round = 0; round <= RUNS; round++) {
-      process.stderr.write(`[bench] ${size} running, ${round === 0 ? 'warm-up' : `round ${round}/${RUNS}`} (load ${load().join(' ')}):`);
+      process.stderr.write(`[bench] ${size} running, ${round === 0 ? 'warm-up' : `round ${round}/${RUNS}`}:`);
       for (const figure of series) {
-        const loadNow = load()[0];
+        const busyNow = await busyPercent();
         const m = await measure(figure.args);
         process.stderr.write(` ${m.wall.toFixed(2)}s`);
         if (figure.hosts !== undefined) {
@@ -282,7 +313,7 @@ try {
         }
         if (round > 0) {
           figure.results.push(m);
-          figure.loads.push(loadNow);
+          figure.busy.push(busyNow);
         }
       }
       process.stderr.write('\n');
@@ -313,16 +344,14 @@ try {
   await new Promise(resolve => setTimeout(resolve, 10_000));
   const side = await sideBySide({
     fleet,
+    flavour,
     toolHost: names[0]!,
     twin: TWIN,
     rounds: RUNS,
-    runTool: async () => {
-      const m = await measure(install(1));
-      const [host] = parseRun(m, 'side by side');
-      if (!host || host.recap.changed || host.recap.failed) throw new Error(`install.ts on ${names[0]} was not a no-op:\n${m.stdout.slice(-1500)}`);
-    },
+    runTool: () => runNoop(1),
   });
   const dropletCpu = round(side.tool.droplet + side.tool.nested, 3);
+  const logind = flavour === 'debian13-systemd' ? await logindOf(names[0]!, () => runNoop(1)) : undefined;
 
   // Context for the figures: other engineers' fleets share this machine's CPUs.
   const otherContainers = execFileSync('docker', ['ps', '--format', '{{.Label "convex-ops.fleet"}}'], { encoding: 'utf8' })
@@ -346,9 +375,10 @@ try {
     date: new Date().toISOString(),
     /** The commit measured, and the files that differed from it in the work tree at the time. */
     commit: git('rev-parse', '--short', 'HEAD').trim(),
-    uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)).filter(f => !f.startsWith('test/bench/results.')),
+    uncommitted: git('status', '--porcelain', '--untracked-files=no').split('\n').filter(Boolean).map(l => l.slice(3)).filter(f => !f.startsWith('test/bench/results-')),
+    flavour,
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
-    note: 'Wall times in seconds, medians of the measured runs after one warm-up round; one series per size, with only its droplets running (the others paused); within a series the floor and the install alternate round by round, and each install is compared with the floor of its series. load: the 1-minute load average when each measured run started (the droplets and other work on this machine share its CPUs with the tool, so load slows every figure). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.',
+    note: `Wall times in seconds, medians of the measured runs after one warm-up round; one series per size, with only its droplets running (the others paused); within a series the floor and the install alternate round by round, and each install is compared with the floor of its series. busy: how busy the machine's CPUs were (%, /proc/stat) over the half second before each measured run (the droplets and other work on this machine share its CPUs with the tool, so a busy machine slows every figure; the load average cannot say it, since the paused droplets' frozen tasks count in it). Memory: the largest single process of a run (/usr/bin/time %M). cpu: user + system seconds of the local process tree (npx, zx, the script), also from /usr/bin/time.`,
     otherContainers: otherContainers.trim().split('\n').filter(Boolean).length,
     runsPerFigure: RUNS,
     floors: [...floors].map(([running, summary]) => ({ running, ...summary })),
@@ -356,29 +386,30 @@ try {
     installs,
     memoryBreakdown10Hosts: breakdown,
     sideBySide: side,
+    logind,
     noopProblems,
     targets,
     benchSeconds: Math.round((Date.now() - benchStarted) / 1000),
   };
-  await fs.writeFile(path.join(OUT_DIR, 'results.json'), `${JSON.stringify(doc, null, 2)}\n`);
+  await fs.writeFile(path.join(OUT_DIR, `results-${flavour}.json`), `${JSON.stringify(doc, null, 2)}\n`);
 
   const row = (cells: Array<string | number>) => `| ${cells.join(' | ')} |`;
   const processLabel = (command: string) =>
     /^(\/bin\/)?sh /.test(command) ? 'sh' : /npm|npx/.test(command) && !/\/zx\b.*install\.ts/.test(command) ? `npx (${command.split(' ').slice(0, 3).join(' ')})` : /install\.ts/.test(command) ? 'the node running zx and install.ts' : command.split(' ')[0]!;
-  const loadText = (x: Summary) => `${x.load.median} (${x.load.min}–${x.load.max})`;
+  const busyText = (x: Summary) => `${x.busy.median} (${x.busy.min}–${x.busy.max})`;
   const md = [
-    `# npm run bench: results`,
+    `# npm run bench -- --flavour ${flavour}: results`,
     '',
-    `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round; one series per size with only its droplets running (the others paused), the floor and the install alternating round by round; "over floor" is against the floor of the same series. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
+    `${doc.date}, commit ${doc.commit}${doc.uncommitted.length ? ` (work tree also changed in ${doc.uncommitted.join(', ')})` : ''}, ${flavour} droplets, ${doc.machine.cpus} CPUs (${doc.machine.cpuModel}), Node ${doc.machine.node}; median of ${RUNS} runs after a warm-up round; one series per size with only its droplets running (the others paused), the floor and the install alternating round by round; "over floor" is against the floor of the same series. ${doc.otherContainers} other containers (other engineers' test fleets) were running on the machine's Docker engine.`,
     '',
-    row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'local CPU (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'load avg 1 min (median, min–max)']),
+    row(['figure', 'median wall (s)', 'over floor (s)', 'runs (s)', 'slowest host (s)', 'local CPU (s)', 'SSH connections / host', 'remote commands / host', 'peak RSS (MB)', 'CPUs busy before, % (median, min–max)']),
     row(['---', '---:', '---:', '---', '---:', '---:', '---:', '---:', '---:', '---']),
     ...installs.flatMap(i => {
       const f = floors.get(i.hosts)!;
       return [
-        row([f.what, f.median, '', f.runs.join(', '), '', f.cpu, '', '', f.maxRssMB.max, loadText(f)]),
-        ...(i.hosts === 1 ? [row([startup.what, startup.median, round(startup.median - floor.median), startup.runs.join(', '), '', startup.cpu, '', '', startup.maxRssMB.max, loadText(startup)])] : []),
-        row([i.what, i.median, round(i.median - i.floor), i.runs.join(', '), i.hostSeconds, i.cpu, i.connectionsPerHost.join(', '), i.commandsPerHost.join(', '), i.maxRssMB.max, loadText(i)]),
+        row([f.what, f.median, '', f.runs.join(', '), '', f.cpu, '', '', f.maxRssMB.max, busyText(f)]),
+        ...(i.hosts === 1 ? [row([startup.what, startup.median, round(startup.median - floor.median), startup.runs.join(', '), '', startup.cpu, '', '', startup.maxRssMB.max, busyText(startup)])] : []),
+        row([i.what, i.median, round(i.median - i.floor), i.runs.join(', '), i.hostSeconds, i.cpu, i.connectionsPerHost.join(', '), i.commandsPerHost.join(', '), i.maxRssMB.max, busyText(i)]),
       ];
     }),
     '',
@@ -391,10 +422,11 @@ try {
     noopProblems.length ? `**Not a no-op:** ${noopProblems.join('; ')}` : 'Every measured install was a no-op: nothing changed, nothing failed.',
     '',
     ...sideBySideMarkdown(side),
-    'Reproduce: `npm run bench` (add `-- --keep` to leave the fleet up for the next run).',
+    ...(logind ? logindMarkdown(logind) : []),
+    `Reproduce: \`npm run bench -- --flavour ${flavour}\` (add \`--keep\` to leave the fleet up for the next run).`,
     '',
   ].join('\n');
-  await fs.writeFile(path.join(OUT_DIR, 'results.md'), md);
+  await fs.writeFile(path.join(OUT_DIR, `results-${flavour}.md`), md);
   process.stdout.write(`\n${md}`);
   if (noopProblems.length) process.exitCode = 1;
 } finally {

@@ -2,6 +2,7 @@
 // no-op run against no-op run, alternating; the droplet CPU each run costs; and where the tool's
 // droplet CPU goes (attribution.ts).
 import type { Fleet } from '../fleet/index.ts';
+import type { DropletFlavour } from '../fleet/images.ts';
 import { prepareTwin } from './ansible.ts';
 import { attributeDropletCpu } from './attribution.ts';
 import type { Piece } from './attribution.ts';
@@ -44,9 +45,9 @@ function series(samples: Array<{ cpu: CpuReading; wall: number }>): Series {
  * `runTool` runs a no-op install.ts on `toolHost` and throws unless it changed nothing. Both
  * droplets must be running; the twin is converged here with the playbook first.
  */
-export async function sideBySide(opts: { fleet: Fleet; toolHost: string; twin: string; rounds: number; runTool: () => Promise<void> }): Promise<SideBySide> {
+export async function sideBySide(opts: { fleet: Fleet; flavour: DropletFlavour; toolHost: string; twin: string; rounds: number; runTool: () => Promise<void> }): Promise<SideBySide> {
   const { fleet, rounds } = opts;
-  const twin = await prepareTwin(fleet, opts.twin);
+  const twin = await prepareTwin(fleet, opts.twin, opts.flavour);
   const toolCpu = dropletCpuReader(fleet.droplets[opts.toolHost]!.container);
   const twinCpu = dropletCpuReader(fleet.droplets[opts.twin]!.container);
   const ansibleNoop = async () => {

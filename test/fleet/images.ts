@@ -239,12 +239,14 @@ exec /usr/sbin/sshd -D -e
  * Debian 13 booting systemd, as a real droplet does: /sbin/init is the main process and stops on
  * SIGRTMIN+3, so `docker restart` is a reboot. What cloud-init does on a real droplet, a oneshot
  * unit ordered before ssh does here at every boot: host keys when missing (a test may delete
- * them), and the fleet's key from PID 1's environment (units do not inherit it).
+ * them), and the fleet's key from PID 1's environment (units do not inherit it). libpam-systemd,
+ * as Debian's cloud images have it: each SSH login is a logind session, and root's first one starts
+ * root's user manager (the bench measures what that costs).
  */
 const SYSTEMD_DROPLET_FILES: Record<string, string> = {
   Dockerfile: `FROM @BASE@
 ARG DEBIAN_FRONTEND=noninteractive
-RUN ${APT_INSTALL} systemd systemd-sysv dbus ${DROPLET_PACKAGES} \\
+RUN ${APT_INSTALL} systemd systemd-sysv dbus libpam-systemd ${DROPLET_PACKAGES} \\
  && apt-get clean \\
  && rm -f /etc/ssh/ssh_host_*
 ${DROPLET_COMMON}COPY fleet-firstboot /usr/local/sbin/fleet-firstboot
