@@ -31,7 +31,7 @@ Promotion (instead of --host):
   --yes                 do not ask for confirmation (required when not interactive)
   --no-backup-window    back DST up while it still serves, before the window (a shorter window);
                         the backup may then miss writes, so a candidate that migrated the
-                        database is not rolled back (restore.ts is named instead)
+                        database is not rolled back (--rollback-window is named instead)
   --keep-inventory      do not pin DST's images in the inventory after a promotion
   --allow-rollback      let a run put back the images a promotion replaced
   --rollback-window ID  with --host and --yes: a promotion that ended (killed, cut off) after
