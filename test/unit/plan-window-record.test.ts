@@ -118,7 +118,7 @@ test('doctor: an open window is a problem with the ways out; one killed before i
   const [open] = engine(testHost, state(started));
   assert.equal(open!.id, 'promotion-window-open');
   assert.equal(open!.severity, 'problem');
-  assert.match(open!.cause, /window is still open on dev .* a run would start convex-backend:1 on it\.$/);
+  assert.match(open!.cause, /window is still open on dev .* a run would start convex-backend:1 on it$/);
   assert.match(open!.fix, /^Either finish the promotion: .* --rollback-window 20261202T100001Z --yes\.$/);
   const [killed] = engine(testHost, state({ ...started, stage: 'backed-up' }));
   assert.equal(killed!.id, 'promotion-window-killed');

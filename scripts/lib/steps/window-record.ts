@@ -134,12 +134,13 @@ export const rollbackCommand = (host: Host, id: string) => `npx zx scripts/all.t
 
 /** Why a run must not touch the backend while a window is open, and the ways out. */
 export interface WindowProblem {
+  /** Without a full stop: doctor adds its own. */
   cause: string;
   fix: string;
 }
 
 /** A run's refusal: the cause, that nothing changed, the ways out. */
-export const windowRefusal = (problem: WindowProblem) => `${problem.cause} Nothing was changed. ${problem.fix}`;
+export const windowRefusal = (problem: WindowProblem) => `${problem.cause}. Nothing was changed. ${problem.fix}`;
 
 /**
  * Why a run must not touch the backend while this window is open; nothing when it may. A window
@@ -152,7 +153,7 @@ export function openWindowProblem(record: WindowRecord, host: Host, opts: { fini
   if (record === undefined) return undefined;
   if (!isOpen(record)) {
     return {
-      cause: `${path} cannot be read (${record.unreadable}), so a promotion's window may be open on ${host.name} and its database migrated by a candidate.`,
+      cause: `${path} cannot be read (${record.unreadable}), so a promotion's window may be open on ${host.name} and its database migrated by a candidate`,
       fix: 'Look at it and at what the backend runs; remove it only once the host runs images that match its database.',
     };
   }
@@ -165,7 +166,7 @@ export function openWindowProblem(record: WindowRecord, host: Host, opts: { fini
   return {
     cause:
       `a promotion's window is still open on ${host.name} (${path}): the promotion from ${record.from} started at ${record.opened.slice(0, 19)}Z ended (killed or cut off) after its candidate ${short(record.candidate.backend)} had started, ` +
-      `so the database may be migrated to a version ${short(record.previous.backend)} does not understand (Convex has no downgrade), and a run would start ${short(host.backend_image)} on it.`,
+      `so the database may be migrated to a version ${short(record.previous.backend)} does not understand (Convex has no downgrade), and a run would start ${short(host.backend_image)} on it`,
     fix: `Either finish the promotion: pin backend_image = "${record.candidate.backend}" and dashboard_image = "${record.candidate.dashboard}" in [hosts.${host.name}], then run npx zx scripts/all.ts --host ${host.name}; or ${rollBack}.`,
   };
 }
