@@ -9,7 +9,9 @@
 // after `fragile` migrated prod's database leaves its window open: every run refuses, changing
 // nothing, until all.ts --rollback-window restores the window's backup on v1. v2 then goes to
 // prod as exactly the digest dev runs, while a client asks https://api.prod.test/version every
-// 100 ms: it gets 503 with Retry-After in the window, never a 502, and the window is at most 5 s. The failures come first so that prod's "previous" images
+// 100 ms: it gets 503 with Retry-After in the window, never a 502, and the window is at most 5 s.
+// Last, a promotion of `fragile` killed once its candidate started on v2's database is finished
+// by pinning the candidate's digests: all.ts runs it and closes the window. The failures come first so that prod's "previous" images
 // are still v1. Every product action is `npx zx scripts/all.ts …`; fleet.exec is only for
 // assertions and for preconditions (the marker file).
 import { test } from 'node:test';
@@ -362,4 +364,37 @@ test('v1 → v2: prod runs exactly the digest dev runs, its data intact, the pro
   assert.equal(stale.code, 1, output(stale));
   assert.match(stale.stdout, /promotion-guard\s+failed.*would roll the promotion back.*--allow-rollback/s);
   assert.equal(await containers('prod'), before, 'the stale inventory changed prod');
+});
+
+test('a promotion killed after its candidate started, finished by pinning the candidate: all.ts runs it on its database and closes the window', async () => {
+  // Prod as the v2 promotion left it, its inventory pinned to what it runs.
+  const v2 = { backend: (await running('prod')).ref, dashboard: (await running('prod', 'convex-dashboard')).ref };
+  const dev = { backend_image: image('backend', 'v2'), dashboard_image: image('dashboard', 'v2') };
+  const pinned = await fleet.writeInventory('v2-pinned', { hosts: { dev, prod: { backend_image: v2.backend, dashboard_image: v2.dashboard } } });
+  await fleet.exec('prod', `touch ${MARKER}`);
+  let record: Record<string, any>;
+  try {
+    const killer = new AbortController();
+    const promotion = fleet.runScript('all.ts', ['--promote', 'prod', '--yes', '--inventory', pinned, '--backend-image', image('backend', 'fragile')], {}, { kill: killer.signal });
+    // fragile is at v2's database version: nothing migrates, but only the record knows that the candidate started.
+    const started = await fleet.exec('prod', `for i in $(seq 1 3000); do grep -q '"stage":"candidate-started"' ${WINDOW_RECORD} 2>/dev/null && exit 0; sleep 0.05; done; exit 1`, { allowFail: true });
+    killer.abort();
+    const killed = await promotion;
+    assert.equal(started.code, 0, `the candidate never started on prod:\n${output(killed)}`);
+    record = JSON.parse(await sh('prod', `cat ${WINDOW_RECORD}`));
+    const refused = await fleet.runScript('all.ts', ['--host', 'prod', '--inventory', pinned]);
+    assert.equal(refused.code, 1, output(refused));
+    assert.match(refused.stdout, /promotion-window\s+failed\s.*window is still open on prod/s);
+  } finally {
+    await fleet.exec('prod', `rm -f ${MARKER}`);
+  }
+  const finishing = await fleet.writeInventory('finishing', { hosts: { dev, prod: { backend_image: record.candidate.backend, dashboard_image: record.candidate.dashboard } } });
+  const finish = await fleet.runScript('all.ts', ['--host', 'prod', '--inventory', finishing]);
+  assert.equal(finish.code, 0, output(finish));
+  assert.match(finish.stdout, /prod\s+promotion-window\s+ok\s.*finishing the promotion window of .*: the inventory pins its candidate/);
+  assert.match(finish.stdout, /prod\s+promotion-window\s+changed\s.*close the promotion window \(all\.ts converged the host\)/);
+  assert.equal((await running('prod')).ref, record.candidate.backend);
+  assert.equal(await prodVersion(), 'fragile');
+  assert.deepEqual(await prodDocument(), DOCUMENT);
+  assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} ${WINDOW_RECORD} 2>/dev/null; true`), '');
 });
