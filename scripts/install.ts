@@ -4,12 +4,13 @@
 import { runScript } from './lib/cli.ts';
 import { installSteps } from './lib/runbooks.ts';
 import { installChecks } from '../checks/index.ts';
+import { windowGuard } from './lib/steps/window-record.ts';
 
 await runScript({
   script: 'install',
   summary: 'Installs Docker, PostgreSQL and the Convex backend and dashboard, idempotently, then runs the checks.',
   extraHelp: '\n  --show                print the admin key\n',
   booleans: ['show'],
-  steps: installSteps,
+  steps: (host, run) => [windowGuard, ...installSteps(host, run)],
   checks: () => installChecks,
 });

@@ -3,11 +3,12 @@
 // reload when it changed. Without a certificate yet, port 80 answers ACME challenges only.
 import { runScript } from './lib/cli.ts';
 import { nginx } from './lib/steps/nginx.ts';
+import { windowGuard } from './lib/steps/window-record.ts';
 import { nginxConfig } from '../checks/nginx-config.ts';
 
 await runScript({
   script: 'nginx',
   summary: 'Installs nginx and the site that proxies the host\'s domains to the backend; validated with nginx -t before it goes live.',
-  steps: () => [nginx],
+  steps: () => [windowGuard, nginx],
   checks: () => [nginxConfig],
 });

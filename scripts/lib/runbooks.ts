@@ -13,6 +13,9 @@ import { adminKey } from './steps/admin-key.ts';
 import { nginx } from './steps/nginx.ts';
 import { letsencrypt } from './steps/letsencrypt.ts';
 import { firewall } from './steps/firewall.ts';
+import { restoreSteps } from './steps/restore.ts';
+import { maintenanceOff, maintenanceOn } from './steps/maintenance.ts';
+import { closeWindow } from './steps/window-record.ts';
 
 export function adminKeyStep(run: RunInfo): Step {
   return adminKey({ local: run.local, show: Boolean(run.args.show), print: line => process.stdout.write(line + '\n') });
@@ -30,4 +33,15 @@ export function installSteps(host: Host, run: RunInfo): Step[] {
  */
 export function allSteps(host: Host, run: RunInfo): Step[] {
   return [...installSteps(host, run), ...(host.domains ? [nginx, letsencrypt] : []), ...(host.firewall ? [firewall] : [])];
+}
+
+/**
+ * A host put back on the images it ran before a promotion, behind maintenance; from `backup`
+ * first when the candidate may have migrated the database. The promotion's own rollback, and
+ * all.ts --rollback-window after a promotion killed in its window; either closes the window.
+ */
+export function rollbackSteps(host: Host, run: RunInfo, backup?: string): Step[] {
+  // The compose file names the previous images before the restore starts the backend again.
+  const restore = backup ? [compose, ...restoreSteps(backup)] : [];
+  return [maintenanceOn({ pending: true }), ...restore, ...allSteps(host, run), maintenanceOff, closeWindow(backup ? `rolled back, restored from ${backup}` : 'rolled back')];
 }

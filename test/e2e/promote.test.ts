@@ -5,9 +5,13 @@
 // marker on prod's volume) leave prod on v1 with its data: `fragile-v1` migrated nothing, so the
 // images alone go back; `fragile` migrated the database, so prod is restored from the backup the
 // window took. Maintenance mode is switched by hand, and one left on by a promotion killed
-// (SIGKILL) in its window is turned off by the next run. v2 then goes to prod as exactly the digest dev runs, while a client asks
-// https://api.prod.test/version every 100 ms: it gets 503 with Retry-After in the window, never
-// a 502, and the window is at most 5 s. The failures come first so that prod's "previous" images
+// (SIGKILL) in its window before its candidate started is turned off by the next run; one killed
+// after `fragile` migrated prod's database leaves its window open: every run refuses, changing
+// nothing, until all.ts --rollback-window restores the window's backup on v1. v2 then goes to
+// prod as exactly the digest dev runs, while a client asks https://api.prod.test/version every
+// 100 ms: it gets 503 with Retry-After in the window, never a 502, and the window is at most 5 s.
+// Last, a promotion of `fragile` killed once its candidate started on v2's database is finished
+// by pinning the candidate's digests: all.ts runs it and closes the window. The failures come first so that prod's "previous" images
 // are still v1. Every product action is `npx zx scripts/all.ts …`; fleet.exec is only for
 // assertions and for preconditions (the marker file).
 import { test } from 'node:test';
@@ -61,8 +65,10 @@ const prodDocument = async () => JSON.parse((await httpsRequest(prodClient, API,
 const prodVersion = async () => (await httpsRequest(prodClient, API, '/version')).body;
 const MAINTENANCE_FLAG = '/var/lib/convex-ops/maintenance/convex-self-hosted';
 const PENDING_OFF = '/var/lib/convex-ops/pending/maintenance-off';
+const WINDOW_RECORD = '/var/lib/convex-ops/promotion-window/convex-self-hosted.json';
 /** The database's metadata version as the stand-in keeps it (model::migrations' persisted version). */
-const databaseVersion = () => sh('prod', `runuser -u postgres -- psql -XAt -d convex_self_hosted -c "select json_value from persistence_globals where key = 'database_version'"`);
+const DATABASE_VERSION = `runuser -u postgres -- psql -XAt -d convex_self_hosted -c "select json_value from persistence_globals where key = 'database_version'"`;
+const databaseVersion = () => sh('prod', DATABASE_VERSION);
 
 /** What a client saw during a promotion: only 200s and 503s with Retry-After and JSON, never a 502 or nothing. */
 function assertClientsSaw503NotBadGateway(report: ProbeReport): void {
@@ -144,6 +150,7 @@ async function failingPromotion(tag: string) {
   assert.deepEqual(await prodDocument(), DOCUMENT);
   assert.equal(readFileSync(fleet.inventoryPath, 'utf8'), inventoryBefore, 'a failed promotion must not pin anything');
   assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} 2>/dev/null; true`), '', 'maintenance is off again');
+  assert.equal(await sh('prod', `ls ${WINDOW_RECORD} 2>/dev/null; true`), '', 'the rollback closed the window');
   assertClientsSaw503NotBadGateway(seen);
 
   const record = lastRecord();
@@ -211,13 +218,73 @@ test('maintenance by hand: 503 with Retry-After on the api and site names while 
   assert.doesNotMatch(killed.stdout, /PROMOTION dev → prod/, 'the promotion ran to its end before the kill');
   assert.equal((await httpsRequest(prodClient, API, '/version')).status, 503, 'maintenance is on after the kill');
   assert.equal(await sh('prod', `ls ${PENDING_OFF}`), PENDING_OFF, 'the kill left the off switch pending');
+  // The window's record: open, but killed before its candidate started, so nothing migrated.
+  assert.match(await sh('prod', `cat ${WINDOW_RECORD}`), /"stage":"(opened|backed-up)"/);
   const next = await fleet.runScript('all.ts', ['--host', 'prod']);
   assert.equal(next.code, 0, output(next));
   assert.match(next.stdout, /prod\s+nginx\s+changed\s.*maintenance off/);
-  assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} 2>/dev/null; true`), '');
+  assert.match(next.stdout, /prod\s+promotion-window\s+changed\s.*close the promotion window \(all\.ts converged the host\)/);
+  assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} ${WINDOW_RECORD} 2>/dev/null; true`), '');
   assert.equal((await running('prod')).ref, image('backend', 'v1'));
   assert.equal(await prodVersion(), 'v1');
   assert.deepEqual(await prodDocument(), DOCUMENT);
+});
+
+test('a promotion killed after its candidate migrated prod\'s database: the next run refuses and changes nothing; --rollback-window restores prod on v1 with its data', async () => {
+  const inventoryBefore = readFileSync(fleet.inventoryPath, 'utf8');
+  // fragile migrates the database to version 2, then answers 500 while the marker exists: the
+  // kill lands while the window still waits for it, after the migration.
+  await fleet.exec('prod', `touch ${MARKER}`);
+  try {
+    const killer = new AbortController();
+    const promotion = fleet.runScript('all.ts', ['--promote', 'prod', '--yes', '--backend-image', image('backend', 'fragile')], {}, { kill: killer.signal });
+    const migrated = await fleet.exec('prod', `for i in $(seq 1 3000); do [ "$(${DATABASE_VERSION} 2>/dev/null)" = 2 ] && exit 0; sleep 0.05; done; exit 1`, { allowFail: true });
+    killer.abort();
+    const killed = await promotion;
+    assert.equal(migrated.code, 0, `the candidate never migrated prod's database:\n${output(killed)}`);
+    assert.doesNotMatch(killed.stdout, /PROMOTION dev → prod/, 'the promotion ran to its end before the kill');
+
+    const record = JSON.parse(await sh('prod', `cat ${WINDOW_RECORD}`));
+    assert.equal(record.stage, 'candidate-started');
+    assert.equal(record.previous.backend, image('backend', 'v1'));
+    assert.match(record.candidate.backend, /^registry\.test:5000\/convex-backend@sha256:[0-9a-f]{64}$/);
+    assert.match(record.backup.id, /^\d{8}T\d{6}Z$/);
+    assert.equal(record.backup.quiesced, true);
+    const backupId: string = record.backup.id;
+
+    // Every run that would start the backend refuses, and changes nothing: same containers, the migrated database, maintenance still on.
+    const before = await containers('prod');
+    assert.equal((await running('prod')).ref, record.candidate.backend);
+    const refusal = new RegExp(`promotion-window\\s+failed\\s.*window is still open on prod .* after its candidate convex-backend@sha256:[0-9a-f]{12}… had started, so the database may be migrated .* Nothing was changed\\. Either finish the promotion: pin backend_image = .* or roll it back .*npx zx scripts/all\\.ts --host prod --rollback-window ${backupId} --yes`, 's');
+    for (const [script, args] of [['all.ts', ['--host', 'prod']], ['up.ts', ['--host', 'prod']]] as const) {
+      const refused = await fleet.runScript(script, [...args]);
+      assert.equal(refused.code, 1, output(refused));
+      assert.match(refused.stdout, refusal, `${script}:\n${output(refused)}`);
+    }
+    assert.equal(await containers('prod'), before, 'a refused run changed prod\'s containers');
+    assert.equal(await databaseVersion(), '2');
+    assert.equal((await httpsRequest(prodClient, API, '/version')).status, 503, 'maintenance is still on');
+    const doctor = await fleet.runScript('doctor.ts', ['--host', 'prod']);
+    assert.match(output(doctor), /window is still open on prod/);
+
+    // The way out the refusal names: the window's backup restored, v1 started, maintenance off, the window closed.
+    const rollback = await fleet.runScript('all.ts', ['--host', 'prod', '--rollback-window', backupId, '--yes']);
+    assert.equal(rollback.code, 0, output(rollback));
+    assert.match(rollback.stdout, new RegExp(`prod\\s+restore\\s+changed\\s.*restore database convex_self_hosted from ${backupId}`));
+    assert.match(rollback.stdout, /prod\s+promotion-window\s+changed\s.*close the promotion window \(rolled back, restored from/);
+  } finally {
+    await fleet.exec('prod', `rm -f ${MARKER}`);
+  }
+  assert.equal((await running('prod')).ref, image('backend', 'v1'));
+  assert.equal((await running('prod', 'convex-dashboard')).ref, image('dashboard', 'v1'));
+  assert.equal(await databaseVersion(), '1', 'the backup taken before the candidate started holds v1\'s database');
+  assert.equal(await prodVersion(), 'v1');
+  assert.deepEqual(await prodDocument(), DOCUMENT);
+  assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} ${WINDOW_RECORD} 2>/dev/null; true`), '');
+  assert.equal(readFileSync(fleet.inventoryPath, 'utf8'), inventoryBefore);
+  const after = await fleet.runScript('all.ts', ['--host', 'prod']);
+  assert.equal(after.code, 0, output(after));
+  assert.match(after.stdout, /prod\s+promotion-window\s+ok\s.*no promotion window open/);
 });
 
 test('v1 → v2: prod runs exactly the digest dev runs, its data intact, the promotion recorded and pinned', async () => {
@@ -297,4 +364,37 @@ test('v1 → v2: prod runs exactly the digest dev runs, its data intact, the pro
   assert.equal(stale.code, 1, output(stale));
   assert.match(stale.stdout, /promotion-guard\s+failed.*would roll the promotion back.*--allow-rollback/s);
   assert.equal(await containers('prod'), before, 'the stale inventory changed prod');
+});
+
+test('a promotion killed after its candidate started, finished by pinning the candidate: all.ts runs it on its database and closes the window', async () => {
+  // Prod as the v2 promotion left it, its inventory pinned to what it runs.
+  const v2 = { backend: (await running('prod')).ref, dashboard: (await running('prod', 'convex-dashboard')).ref };
+  const dev = { backend_image: image('backend', 'v2'), dashboard_image: image('dashboard', 'v2') };
+  const pinned = await fleet.writeInventory('v2-pinned', { hosts: { dev, prod: { backend_image: v2.backend, dashboard_image: v2.dashboard } } });
+  await fleet.exec('prod', `touch ${MARKER}`);
+  let record: Record<string, any>;
+  try {
+    const killer = new AbortController();
+    const promotion = fleet.runScript('all.ts', ['--promote', 'prod', '--yes', '--inventory', pinned, '--backend-image', image('backend', 'fragile')], {}, { kill: killer.signal });
+    // fragile is at v2's database version: nothing migrates, but only the record knows that the candidate started.
+    const started = await fleet.exec('prod', `for i in $(seq 1 3000); do grep -q '"stage":"candidate-started"' ${WINDOW_RECORD} 2>/dev/null && exit 0; sleep 0.05; done; exit 1`, { allowFail: true });
+    killer.abort();
+    const killed = await promotion;
+    assert.equal(started.code, 0, `the candidate never started on prod:\n${output(killed)}`);
+    record = JSON.parse(await sh('prod', `cat ${WINDOW_RECORD}`));
+    const refused = await fleet.runScript('all.ts', ['--host', 'prod', '--inventory', pinned]);
+    assert.equal(refused.code, 1, output(refused));
+    assert.match(refused.stdout, /promotion-window\s+failed\s.*window is still open on prod/s);
+  } finally {
+    await fleet.exec('prod', `rm -f ${MARKER}`);
+  }
+  const finishing = await fleet.writeInventory('finishing', { hosts: { dev, prod: { backend_image: record.candidate.backend, dashboard_image: record.candidate.dashboard } } });
+  const finish = await fleet.runScript('all.ts', ['--host', 'prod', '--inventory', finishing]);
+  assert.equal(finish.code, 0, output(finish));
+  assert.match(finish.stdout, /prod\s+promotion-window\s+ok\s.*finishing the promotion window of .*: the inventory pins its candidate/);
+  assert.match(finish.stdout, /prod\s+promotion-window\s+changed\s.*close the promotion window \(all\.ts converged the host\)/);
+  assert.equal((await running('prod')).ref, record.candidate.backend);
+  assert.equal(await prodVersion(), 'fragile');
+  assert.deepEqual(await prodDocument(), DOCUMENT);
+  assert.equal(await sh('prod', `ls ${MAINTENANCE_FLAG} ${PENDING_OFF} ${WINDOW_RECORD} 2>/dev/null; true`), '');
 });

@@ -22,6 +22,13 @@ const labels = (changes: Change[]) => changes.map(c => c.label);
 const FLAG = '/var/lib/convex-ops/maintenance/swarm-dev';
 const httpsSite = renderSite(httpsHost, { certificate: true, nginxVersion: '1.22.1', ipv6: false, ocsp: false });
 const site = file(httpsSite);
+const RECORD = '/var/lib/convex-ops/promotion-window/swarm-dev.json';
+const WINDOW = {
+  opened: '2026-12-02T10:00:00.000Z',
+  from: 'dev',
+  previous: { backend: 'r/convex-backend:1', dashboard: 'r/convex-dashboard:1' },
+  candidate: { backend: `r/convex-backend@sha256:${'c'.repeat(64)}`, dashboard: `r/convex-dashboard@sha256:${'d'.repeat(64)}` },
+};
 
 test('maintenance on: one atomic switch (a rename), the off switch armed for the next run when a promotion turns it on', () => {
   assert.equal(maintenanceFlag(httpsHost), FLAG);
@@ -112,30 +119,40 @@ test('the window: one plan from a reading taken before it opens; the backup afte
     backupScript: file(renderBackupScript(pinned), '755'),
     compose: file(renderCompose(httpsHost)),
   };
-  const changes = planWindow(facts, pinned, { backup: true });
+  const changes = planWindow(facts, pinned, WINDOW);
   assert.deepEqual(labels(changes), [
+    `record the promotion window as open in ${RECORD} (convex-backend:1 → convex-backend@sha256:cccccccccccc…)`,
     'update docker-compose.yml',
     'maintenance on (nginx answers api.example.test and site.example.test with 503 and Retry-After)',
     'stop the backend, so that nothing writes during the backup',
     'make a backup in /opt/convex/backups/<id>, then keep the newest 3',
+    `record in ${RECORD} that the candidate starts (from here on it may migrate the database)`,
     `start the backend on convex-backend@sha256:${'c'.repeat(64)} and wait until it answers`,
     'maintenance off (nginx serves the backend again)',
   ]);
-  assert.equal(changes[1]!.arms, MAINTENANCE_OFF);
-  assert.equal(changes[5]!.clears, MAINTENANCE_OFF);
-  assert.match(changes[0]!.stdin!, new RegExp(`image: r/convex-backend@sha256:c{64}`));
-  // The backup is timed on the droplet, and its failure still fails the window.
-  assert.match(changes[3]!.script!, /^date \+%s\.%N\n\( \/usr\/local\/sbin\/convex-ops-backup run\n\) \|\| exit \$\?\ndate \+%s\.%N$/);
+  const [record, composeFile, on, , made, starts, , off] = changes;
+  assert.equal(on!.arms, MAINTENANCE_OFF);
+  assert.equal(off!.clears, MAINTENANCE_OFF);
+  assert.match(composeFile!.stdin!, new RegExp(`image: r/convex-backend@sha256:c{64}`));
+  // The record first, before anything stops, written atomically (a rename).
+  assert.equal(record!.script, `mkdir -p -m 755 /var/lib/convex-ops/promotion-window || exit 1\nprintf '%s\\n' '${JSON.stringify({ ...WINDOW, stage: 'opened' })}' > ${RECORD}.new && mv -f ${RECORD}.new ${RECORD} || exit 1`);
+  // The backup is timed on the droplet, its failure still fails the window, and its id goes into the record.
+  assert.match(made!.script!, /^date \+%s\.%N\nmade=\$\( \/usr\/local\/sbin\/convex-ops-backup run\n\) \|\| exit \$\?\n/);
+  assert.match(made!.script!, /\nprintf '%s%s%s\\n' '\{[^']*"stage":"backed-up","backup":\{"id":"' "\$id" '","quiesced":true\}\}' > \S+\.new && mv -f \S+\.new \S+ \|\| exit 1\ndate \+%s\.%N$/);
+  assert.match(starts!.script!, /"stage":"candidate-started"/);
   const memo = new HostMemo();
-  changes[3]!.after!('1764680000.5\nBACKUP 20261202T100000Z 8192\n1764680001.75\n', memo);
+  made!.after!('1764680000.5\nBACKUP 20261202T100000Z 8192\n1764680001.75\n', memo);
   assert.equal(memo.get(BACKUP_SECONDS), 1.25);
   assert.equal(memo.get(BACKUP_MADE)?.id, '20261202T100000Z');
   // Without domains there is no nginx to answer: the window is the stop to the start.
   const bare = { ...pinned, domains: undefined };
-  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(bare)) }, bare, { backup: true })).map(l => l.split(' ')[0]), ['stop', 'make', 'start']);
-  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(pinned)) }, pinned, { backup: true }))[0], changes[1]!.label, 'a compose file already on the digests is left alone');
-  // --no-backup-window: the backup was taken before, while prod served; the window holds none.
-  assert.deepEqual(labels(planWindow(facts, pinned, { backup: false })).map(l => l.split(' ')[0]), ['update', 'maintenance', 'stop', 'start', 'maintenance']);
+  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(bare)) }, bare, WINDOW)).map(l => l.split(' ')[0]), ['record', 'stop', 'make', 'record', 'start']);
+  assert.deepEqual(labels(planWindow({ ...facts, compose: file(renderCompose(pinned)) }, pinned, WINDOW))[1], on!.label, 'a compose file already on the digests is left alone');
+  // --no-backup-window: the backup was taken before, while prod served, and the record names it from the start; the window holds none.
+  const served = { ...WINDOW, backup: { id: '20261202T090000Z', quiesced: false } };
+  const early = planWindow(facts, pinned, served);
+  assert.deepEqual(labels(early).map(l => l.split(' ')[0]), ['record', 'update', 'maintenance', 'stop', 'record', 'start', 'maintenance']);
+  assert.ok(early[0]!.script!.includes(JSON.stringify({ ...served, stage: 'opened' })));
 });
 
 test('the migration log, in the real backend\'s words; the rollback it calls for', () => {

@@ -17,6 +17,8 @@ import type { DnsState } from '../facts/dns.ts';
 import { dnsFact } from '../facts/dns.ts';
 import type { CertificateState } from '../facts/certificate.ts';
 import { certificateFact } from '../facts/certificate.ts';
+import type { WindowRecord } from '../steps/window-record.ts';
+import { windowRecordFact } from '../steps/window-record.ts';
 
 export interface ContainerInfo {
   name: string;
@@ -272,6 +274,8 @@ export interface DoctorState {
   /** Only when there is a certificate. */
   cert?: CertificateState;
   lock?: string;
+  /** A promotion's window left open on the host (steps/window-record.ts). */
+  window?: WindowRecord;
   /** The admin key in the operator's .secrets/<host>.env, if that file exists. */
   localAdminKey?: string;
 }
@@ -279,7 +283,7 @@ export interface DoctorState {
 export function doctorFacts(host: Host): Array<Fact<unknown>> {
   const facts: Array<Fact<unknown>> = [
     dockerState, dockerNetworks, containersInfo, backendLog, listeners, publications, diskFact(host),
-    textFile('env', envPath(host)), textFile('compose', composePath(host)), httpFact(host), dnsFact(host), certificateFact(host), runInProgress,
+    textFile('env', envPath(host)), textFile('compose', composePath(host)), httpFact(host), dnsFact(host), certificateFact(host), runInProgress, windowRecordFact(host),
   ];
   if (host.postgres.mode === 'local') facts.push(postgresFact(host));
   return facts;
@@ -315,6 +319,7 @@ export async function readDoctorState(conn: Connection, host: Host, localSecrets
     dns: get(dnsFact(host)),
     ...(get(certificateFact(host)).present ? { cert: get(certificateFact(host)) } : {}),
     ...(get(runInProgress) ? { lock: get(runInProgress) } : {}),
+    ...(get(windowRecordFact(host)) ? { window: get(windowRecordFact(host)) } : {}),
     ...(localAdminKey ? { localAdminKey } : {}),
   };
 }

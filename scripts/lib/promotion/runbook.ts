@@ -10,13 +10,13 @@ import { chalk } from 'zx';
 import type { Host } from '../inventory.ts';
 import type { Args, RunInfo } from '../cli.ts';
 import { EXIT, localDir, makeReporter, sessionFor } from '../cli.ts';
-import { allSteps } from '../runbooks.ts';
+import { allSteps, rollbackSteps } from '../runbooks.ts';
 import type { HostSession } from '../session.ts';
 import type { Reporter } from '../report.ts';
 import { BACKUP_MADE, backup } from '../steps/backup.ts';
-import { compose } from '../steps/compose.ts';
-import { restoreSteps } from '../steps/restore.ts';
-import { MAINTENANCE_OFF_AT, MAINTENANCE_ON_AT, maintenanceOff, maintenanceOn } from '../steps/maintenance.ts';
+import { MAINTENANCE_OFF_AT, MAINTENANCE_ON_AT, maintenanceOff } from '../steps/maintenance.ts';
+import type { WindowOpening } from '../steps/promotion-window.ts';
+import { closeWindow, windowGuard } from '../steps/window-record.ts';
 import { BACKEND_ANSWERED_AT, BACKEND_STOPPED_AT, BACKUP_SECONDS, migrationLogFact, planRollback, prePull, promotionWindow } from '../steps/promotion-window.ts';
 import type { RoleImages, SourceDigests } from '../steps/promotion.ts';
 import {
@@ -103,7 +103,14 @@ async function runbook(p: Promotion): Promise<number> {
   const pinned = withImages(target, proven.digests);
   if (!(await prePullTarget(p, pinned))) return finish(p, 'prepull-failed', `the candidate's images could not be pulled on ${target.name}; nothing was stopped there`);
   if (!p.backupWindow && !(await backUpWhileServing(p))) return finish(p, 'backup-failed', `the backup of ${target.name} failed, so it was not changed`);
-  const switched = await openWindow(p, pinned);
+  const switched = await openWindow(p, pinned, {
+    opened: new Date().toISOString(),
+    from: source.name,
+    previous: { backend: before.backend.ref, dashboard: before.dashboard.ref },
+    candidate: proven.digests,
+    // --no-backup-window: the backup taken before the window is the one a rollback restores.
+    ...(p.record.backup ? { backup: { id: p.record.backup.id, quiesced: false } } : {}),
+  });
   // No backup: the window failed before the candidate was started.
   if (!p.record.backup) return resume(p, before);
   if (switched && (await convergeAndCheckTarget(p, pinned))) return recordPromotion(p, before, proven);
@@ -129,7 +136,7 @@ async function preflight(p: Promotion): Promise<RoleImages | undefined> {
 function convergeSource(p: Promotion, devCandidate: Host): Promise<boolean> {
   const { candidate } = p;
   return stage(p, '2', `converge ${p.source.name} to ${candidate.backend} and ${candidate.dashboard}`, () =>
-    p.dev.run([promotionGuard(Boolean(p.args['allow-rollback'])), ...allSteps(devCandidate, p.run)], { host: devCandidate }),
+    p.dev.run([windowGuard, promotionGuard(Boolean(p.args['allow-rollback'])), ...allSteps(devCandidate, p.run)], { host: devCandidate }),
   );
 }
 
@@ -162,8 +169,8 @@ async function backUpWhileServing(p: Promotion): Promise<boolean> {
  * 6. The window, one step planned before it opens: maintenance on, the backend stopped, a backup
  * nothing can write past, the candidate's backend started and waited for, maintenance off.
  */
-async function openWindow(p: Promotion, pinned: Host): Promise<boolean> {
-  const ok = await stage(p, '6', `the window on ${p.target.name}: maintenance on, backend stopped, backup, ${p.source.name}'s digests started, maintenance off`, () => p.prod.run([promotionWindow({ backup: p.backupWindow })], { host: pinned }));
+async function openWindow(p: Promotion, pinned: Host, window: WindowOpening): Promise<boolean> {
+  const ok = await stage(p, '6', `the window on ${p.target.name}: maintenance on, backend stopped, backup, ${p.source.name}'s digests started, maintenance off`, () => p.prod.run([promotionWindow(window)], { host: pinned }));
   p.record.backup = p.prod.memo.get(BACKUP_MADE);
   measureWindow(p, 'window');
   return ok;
@@ -206,7 +213,7 @@ function measureWindow(p: Promotion, which: 'window' | 'rollbackWindow'): void {
 async function recordPromotion(p: Promotion, before: RoleImages, { digests, running }: SourceDigests): Promise<number> {
   const { source, target, record } = p;
   const mark = { time: record.time, from: source.name, previous: { backend: before.backend.ref, dashboard: before.dashboard.ref }, promoted: digests };
-  await p.prod.run([markPromoted(mark)], { host: withImages(target, digests) });
+  await p.prod.run([markPromoted(mark), closeWindow('promoted')], { host: withImages(target, digests) });
   record.inventoryUpdate = pinPromotedImages({
     path: p.inventory.path,
     hostName: target.name,
@@ -229,7 +236,7 @@ async function resume(p: Promotion, before: RoleImages): Promise<number> {
   const { target, prod } = p;
   const ok = await stage(p, '6b', `start ${target.name} again on ${describeImage(before.backend)}`, async () => {
     const previous = await previousHost(p, before);
-    return previous !== undefined && (await prod.run([...allSteps(previous, p.run), maintenanceOff], { host: previous, afterFailure: true }));
+    return previous !== undefined && (await prod.run([...allSteps(previous, p.run), maintenanceOff, closeWindow('it failed before its candidate started')], { host: previous, afterFailure: true }));
   });
   measureWindow(p, 'window');
   return ok
@@ -256,8 +263,7 @@ async function rollBack(p: Promotion, before: RoleImages, backup: string): Promi
     const previous = await previousHost(p, before);
     if (!previous) return false;
     record.rollback = { kind, images: { backend: previous.backend_image, dashboard: previous.dashboard_image }, ...(plan.kind === 'restore' ? { backup: plan.backup } : {}) };
-    const restore = plan.kind === 'restore' ? [compose, ...restoreSteps(plan.backup)] : [];
-    const steps = [maintenanceOn({ pending: true }), ...restore, ...allSteps(previous, p.run), maintenanceOff];
+    const steps = rollbackSteps(previous, p.run, plan.kind === 'restore' ? plan.backup : undefined);
     return (await prod.run(steps, { host: previous, afterFailure: true })) && (await runChecks(p, prod, `${target.name} after rollback`, previous, true));
   });
   measureWindow(p, record.window ? 'rollbackWindow' : 'window');

@@ -17,6 +17,8 @@ import { planCompose } from './compose.ts';
 import { composePath } from './secret.ts';
 import type { MaintenanceFacts } from './maintenance.ts';
 import { MAINTENANCE_OFF, NOW, maintenanceFacts, maintenanceOffHandler, parseTime, planMaintenanceOn } from './maintenance.ts';
+import type { OpenWindow } from './window-record.ts';
+import { planCandidateStarts, planOpenWindow, recordWindowBackupScript } from './window-record.ts';
 import { CONTAINERS, containersFact, dockerState, requireCompose } from './docker.ts';
 import type { ContainerState, DockerState } from './docker.ts';
 import { imagesFact, pullVerifiedScript, scriptFailure, startBackendAnsweringScript } from './up.ts';
@@ -81,14 +83,22 @@ ${NOW}`,
 /** How long the window's backup took, by the droplet's clock: the part of the window that grows with the data. */
 export const BACKUP_SECONDS = memoKey<number>('window-backup-seconds');
 
-/** The backup change, its duration kept in BACKUP_SECONDS (its failure still fails it). */
-function timedBackup(host: Host): Change {
+/**
+ * The backup change, its duration kept in BACKUP_SECONDS (its failure still fails it), and its id
+ * recorded in the window's record before the change ends. The script's stdout is only its
+ * BACKUP and ROTATED lines (its progress goes to stderr, which streams), so it is read whole.
+ */
+function timedBackup(host: Host, window: WindowOpening): Change {
   const made = makeBackup(host);
   return {
     ...made,
     script: script`${NOW}
-( ${made.script!}
+made=$( ${made.script!}
 ) || exit $?
+${sh`printf '%s\\n' "$made"`}
+${sh`id=$(printf '%s\\n' "$made" | awk '$1 == "BACKUP" { print $2 }')`}
+${sh`case $id in [0-9]*T[0-9]*Z) ;; *) echo 'the backup named no id' >&2; exit 1 ;; esac`}
+${recordWindowBackupScript(window, host)}
 ${NOW}`,
     after: (stdout, memo) => {
       const times = [...stdout.matchAll(/^(\d+\.\d+)$/gm)].map(m => Number(m[1]));
@@ -97,6 +107,9 @@ ${NOW}`,
     },
   };
 }
+
+/** What the window's record says from the start; `backup` only when it was taken before the window (--no-backup-window). */
+export type WindowOpening = Omit<OpenWindow, 'stage'>;
 
 export interface WindowFacts extends MaintenanceFacts {
   containers: Map<string, ContainerState>;
@@ -112,21 +125,25 @@ export interface WindowFacts extends MaintenanceFacts {
  * past, the backend started and waited for, maintenance off. Always changes: it is the promotion
  * itself, never "done already".
  */
-export function planWindow(facts: WindowFacts, host: Host, opts: { backup: boolean }): Change[] {
-  const backup = opts.backup ? [...installBackupScript(facts.backupScript, host), timedBackup(host)] : [];
+export function planWindow(facts: WindowFacts, host: Host, window: WindowOpening): Change[] {
+  // Without a backup taken before it, the window takes its own.
+  const backup = window.backup ? [] : [...installBackupScript(facts.backupScript, host), timedBackup(host, window)];
   return [
+    // Before anything stops: a run killed from here on leaves the record for the next run.
+    ...planOpenWindow(window, host),
     // Written while the old backend still serves: nothing restarts until the start below.
     ...planCompose(facts.compose, host),
     ...(host.domains ? planMaintenanceOn(facts, host, { pending: true }) : []),
     ...planStopBackend(facts),
     ...backup,
+    ...planCandidateStarts(host),
     ...planStartBackend(facts, host),
     ...(host.domains ? withHandler([], maintenanceOffHandler(host), [MAINTENANCE_OFF]) : []),
   ];
 }
 
-/** The window; `backup: false` (--no-backup-window): the backup was taken before it, while prod served. */
-export function promotionWindow(opts: { backup: boolean }): Step {
+/** The window; with `window.backup` (--no-backup-window) the backup was taken before it, while prod served. */
+export function promotionWindow(window: WindowOpening): Step {
   return {
     name: 'window',
     warm: loadYaml,
@@ -139,7 +156,7 @@ export function promotionWindow(opts: { backup: boolean }): Step {
           backupScript: fileFact(BACKUP_SCRIPT),
           compose: fileFact(composePath(host)),
         }),
-        plan: (facts, host) => planWindow(facts, host, opts),
+        plan: (facts, host) => planWindow(facts, host, window),
       }),
     ],
   };
@@ -193,7 +210,7 @@ export function planRollback(migration: MigrationLog | undefined, backup: string
     return {
       kind: 'refused',
       backup,
-      why: `its start ${what}, which the previous images do not understand (Convex has no downgrade), and with --no-backup-window the backup ${backup} was taken while prod still served, so it may miss writes: the rollback is refused and prod is left as it is. To go back anyway, losing what was written since that backup: npx zx scripts/restore.ts --host <host> --backup ${backup} --yes, then all.ts --host <host> --allow-rollback.`,
+      why: `its start ${what}, which the previous images do not understand (Convex has no downgrade), and with --no-backup-window the backup ${backup} was taken while prod still served, so it may miss writes: the rollback is refused and prod is left as it is. Its window stays open, so no run puts the previous images back on the migrated database. To go back anyway, losing what was written since that backup: npx zx scripts/all.ts --host <host> --rollback-window ${backup} --yes.`,
     };
   }
   if (!migration) {

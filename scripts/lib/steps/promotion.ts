@@ -12,6 +12,7 @@ import { CONTAINERS } from './docker.ts';
 import { backupEstimateFact, formatBytes } from './backup.ts';
 import { maintenanceProblem } from './maintenance.ts';
 import { sitePath } from './nginx.ts';
+import { openWindowProblem, windowRecordFact, windowRefusal } from './window-record.ts';
 
 export type Role = 'backend' | 'dashboard';
 export const ROLES: Role[] = ['backend', 'dashboard'];
@@ -187,8 +188,11 @@ export const preflightTarget: Step = {
   name: 'preflight',
   phases: [
     phase({
-      facts: (host: Host) => ({ running: runningImagesFact, estimate: backupEstimateFact(host), site: fileFact(sitePath(host)) }),
-      plan: ({ running, estimate, site }, host) => {
+      facts: (host: Host) => ({ running: runningImagesFact, estimate: backupEstimateFact(host), site: fileFact(sitePath(host)), window: windowRecordFact(host) }),
+      plan: ({ running, estimate, site, window }, host) => {
+        // Another window left open past its candidate's start: its backup, not a new one, holds the data from before it.
+        const open = openWindowProblem(window, host, { finishing: false });
+        if (open) throw new Error(windowRefusal(open));
         installedImages(running, host);
         // The window needs nginx's maintenance answer: refused now rather than half-way.
         const maintenance = maintenanceProblem(site, host);

@@ -20,10 +20,10 @@ import type { DockerState } from './docker.ts';
 import { dockerState, requireCompose } from './docker.ts';
 import { scriptFailure, waitHealthyScript } from './up.ts';
 
-/** The id given on the command line, checked before anything connects. */
-export function restoreUsageProblem(id: unknown): string | undefined {
-  if (typeof id !== 'string' || id === '') return '--backup ID is required: the id of a backup in <root>/backups/ (backup.ts --list shows them).';
-  if (!BACKUP_ID.test(id)) return `--backup "${id}" is not a backup id; ids are UTC times such as 20261129T031700Z (backup.ts --list shows them).`;
+/** The id given on the command line (to --backup, or `flag`), checked before anything connects. */
+export function restoreUsageProblem(id: unknown, flag = '--backup'): string | undefined {
+  if (typeof id !== 'string' || id === '') return `${flag} ID is required: the id of a backup in <root>/backups/ (backup.ts --list shows them).`;
+  if (!BACKUP_ID.test(id)) return `${flag} "${id}" is not a backup id; ids are UTC times such as 20261129T031700Z (backup.ts --list shows them).`;
   return undefined;
 }
 
