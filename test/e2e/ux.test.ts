@@ -99,7 +99,7 @@ test('install, then --check on the converged host: no change, exit 0; --json par
   assert.equal(doc.check, true);
   assert.equal(doc.exit, 0);
   const dev = doc.hosts.find(h => h.host === 'dev')!;
-  assert.deepEqual(dev.steps.map(s => s.step), ['connect', ...INSTALL_STEPS]);
+  assert.deepEqual(dev.steps.map(s => s.step), ['connect', 'promotion-window', ...INSTALL_STEPS]);
   const counted = Object.fromEntries(['ok', 'changed', 'failed', 'skipped'].map(s => [s, dev.steps.filter(x => x.status === s).length]));
   assert.deepEqual(dev.recap, counted);
   assert.deepEqual(doc.recap.dev, counted);
