@@ -15,7 +15,7 @@ import { letsencrypt } from './steps/letsencrypt.ts';
 import { firewall } from './steps/firewall.ts';
 import { restoreSteps } from './steps/restore.ts';
 import { maintenanceOff, maintenanceOn } from './steps/maintenance.ts';
-import { closeWindow } from './steps/window-record.ts';
+import { closeWindow, windowGuard } from './steps/window-record.ts';
 
 export function adminKeyStep(run: RunInfo): Step {
   return adminKey({ local: run.local, show: Boolean(run.args.show), print: line => process.stdout.write(line + '\n') });
@@ -25,6 +25,11 @@ export function installSteps(host: Host, run: RunInfo): Step[] {
   // In S3 mode, the buckets are proven (and a switch that would strand local files refused)
   // before the compose file points the backend at them.
   return [directories, docker, secret, postgresStep(host), ...(host.storage?.mode === 's3' ? [storage] : []), compose, up, adminKeyStep(run)];
+}
+
+/** What install.ts runs: the install, refused while a promotion's window is open past its candidate's start. */
+export function installScriptSteps(host: Host, run: RunInfo): Step[] {
+  return [windowGuard, ...installSteps(host, run)];
 }
 
 /**

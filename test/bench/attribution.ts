@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Connection } from '../../scripts/lib/ssh.ts';
 import { acquireRunLock } from '../../scripts/lib/lock.ts';
 import { loadInventory, selectHosts } from '../../scripts/lib/inventory.ts';
-import { installSteps } from '../../scripts/lib/runbooks.ts';
+import { installScriptSteps } from '../../scripts/lib/runbooks.ts';
 import { factsScript, pendingHandlers } from '../../scripts/lib/step.ts';
 import type { Fact } from '../../scripts/lib/step.ts';
 import { specFacts } from '../../scripts/lib/plan.ts';
@@ -33,7 +33,7 @@ export async function attributeDropletCpu(inventoryPath: string, hostName: strin
   const run = { args: { _: [] } as Args, local: (...parts: string[]) => path.join(path.dirname(inventoryPath), ...parts) };
   const groups: Array<{ what: string; facts: Array<Fact<unknown>> }> = [
     { what: 'pending handlers', facts: [pendingHandlers] },
-    ...installSteps(host, run).map(step => ({ what: `facts: ${step.name}`, facts: [...(step.facts?.(host) ?? []), ...step.phases.flatMap(p => specFacts(p.facts(host)))] })),
+    ...installScriptSteps(host, run).map(step => ({ what: `facts: ${step.name}`, facts: [...(step.facts?.(host) ?? []), ...step.phases.flatMap(p => specFacts(p.facts(host)))] })),
     { what: 'checks (probes)', facts: probeFacts(installChecks, host) },
   ];
   const samples = new Map<string, CpuReading[]>();

@@ -354,7 +354,7 @@ try {
   const logind = flavour === 'debian13-systemd' ? await logindOf(names[0]!, () => runNoop(1)) : undefined;
 
   // Context for the figures: other engineers' fleets share this machine's CPUs.
-  const otherContainers = execFileSync('docker', ['ps', '--format', '{{.Label "convex-ops.fleet"}}'], { encoding: 'utf8' })
+  const otherContainers = execFileSync('docker', ['ps', '--filter', 'status=running', '--format', '{{.Label "convex-ops.fleet"}}'], { encoding: 'utf8' })
     .split('\n')
     .filter(label => label !== FLEET)
     .join('\n');
