@@ -58,10 +58,23 @@ export interface ScriptSpec extends CommandLineSpec {
 }
 
 export function parseArgs(spec: { booleans?: string[]; strings?: string[] }): Args {
-  return minimist(process.argv.slice(2).filter(a => !/\.[cm]?[jt]s$/.test(a) || a.startsWith('--')), {
+  const strings = ['host', 'inventory', 'parallel', 'lock-timeout', ...(spec.strings ?? [])];
+  const args = minimist(process.argv.slice(2).filter(a => !/\.[cm]?[jt]s$/.test(a) || a.startsWith('--')), {
     boolean: ['check', 'diff', 'json', 'accept-new', 'allow-unknown-env', 'help', ...(spec.booleans ?? [])],
-    string: ['host', 'inventory', 'parallel', 'lock-timeout', ...(spec.strings ?? [])],
+    string: strings,
   });
+  const problem = repeatedOptionProblem(args, strings);
+  if (problem) fail(problem);
+  return args;
+}
+
+/** An option of one value given more than once (minimist makes it a list): which, and how to give it. */
+export function repeatedOptionProblem(args: Args, strings: string[]): string | undefined {
+  const repeated = strings.find(name => Array.isArray(args[name]));
+  if (!repeated) return undefined;
+  const values = (args[repeated] as string[]).join(', ');
+  const how = repeated === 'host' ? `name several hosts once, comma-separated: --host ${(args.host as string[]).join(',')}` : `give --${repeated} once`;
+  return `--${repeated} was given ${(args[repeated] as string[]).length} times (${values}): ${how}. Nothing was changed.`;
 }
 
 /** The script's options; under --help, its help text instead, and exit 0. */

@@ -6,7 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Args } from '../../scripts/lib/cli.ts';
-import { EXIT, exitCode, forEachHost, sessionFor, withSession } from '../../scripts/lib/cli.ts';
+import { EXIT, exitCode, forEachHost, repeatedOptionProblem, sessionFor, withSession } from '../../scripts/lib/cli.ts';
 import { registerSecret } from '../../scripts/lib/redact.ts';
 import { recapOf, Reporter } from '../../scripts/lib/report.ts';
 import { testHost } from './fixtures.ts';
@@ -37,4 +37,11 @@ test("an error thrown in one host's work is that host's failure, redacted; its s
   ]);
   assert.deepEqual(runs.map(r => recapOf(r).failed), [1, 0]);
   assert.equal(exitCode(runs, false), EXIT.failed);
+});
+
+test('an option of one value given twice is refused with how to give it; once is fine', () => {
+  const strings = ['host', 'inventory'];
+  assert.equal(repeatedOptionProblem({ _: [], host: 'dev,prod', inventory: 'a.toml' } as Args, strings), undefined);
+  assert.equal(repeatedOptionProblem({ _: [], host: ['prod', 'all'] } as Args, strings), '--host was given 2 times (prod, all): name several hosts once, comma-separated: --host prod,all. Nothing was changed.');
+  assert.equal(repeatedOptionProblem({ _: [], host: 'dev', inventory: ['a.toml', 'b.toml'] } as Args, strings), '--inventory was given 2 times (a.toml, b.toml): give --inventory once. Nothing was changed.');
 });
