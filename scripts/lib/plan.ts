@@ -183,5 +183,10 @@ export function packageChanges(packages: Packages, wanted: string[], label?: str
  * of it: Debian 13's docker.io without the docker-cli it only recommends).
  */
 export function installChange(entries: string[], label?: string): Change {
-  return { label: label ?? `install ${entries.map(p => p.split('|')[0]).join(', ')}`, script: aptInstallScript(entries), streams: true };
+  // apt takes the first alternative this release has: Debian 12 has no docker-compose-v2.
+  const named = (entry: string) => {
+    const [first, ...others] = entry.split('|');
+    return others.length ? `${first} (or ${others.join(', ')})` : first;
+  };
+  return { label: label ?? `install ${entries.map(named).join(', ')}`, script: aptInstallScript(entries), streams: true };
 }

@@ -17,7 +17,7 @@ const BASE = ['curl', 'ca-certificates'];
 
 test('docker: a fresh host installs the engine, CLI and Compose in one apt run, starts the engine and creates the network', () => {
   const install = planDockerPackages({ state: bare, packages: packages() });
-  assert.deepEqual(labels(install), ['install docker.io, docker-cli, curl, ca-certificates, docker-compose-v2']);
+  assert.deepEqual(labels(install), ['install docker.io, docker-cli (or docker.io), curl, ca-certificates, docker-compose-v2 (or docker-compose-plugin, docker-compose)']);
   assert.ok(install[0]!.streams, "apt's output is shown as it runs");
   assert.deepEqual(labels(planEngine({ state: { ...ready, running: false } })), ['start the Docker engine']);
   assert.deepEqual(labels(planNetwork({ networks: { ...networks, convexNetwork: false } })), ['create the Docker network convex-ops']);
@@ -41,7 +41,7 @@ test('docker: a stopped engine is started (and waited for) and nothing is instal
 test('docker: an installed docker.io without the CLI it only recommends (Debian 13) still gets the CLI', () => {
   // docker.io counts as installed, so a check of "docker-cli|docker.io" against the installed
   // packages would find nothing to do: the step installs what its own facts found missing.
-  assert.deepEqual(labels(planDockerPackages({ state: { ...ready, cli: false }, packages: packages(...BASE, 'docker.io') })), ['install docker-cli']);
+  assert.deepEqual(labels(planDockerPackages({ state: { ...ready, cli: false }, packages: packages(...BASE, 'docker.io') })), ['install docker-cli (or docker.io)']);
 });
 
 test('compose: the command the facts found, and a clear error where there is none', () => {
