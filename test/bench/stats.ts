@@ -19,7 +19,7 @@ function cpuJiffies(): { busy: number; total: number } {
 /**
  * How busy the machine's CPUs were (0–100 %) over the `ms` just passed: what else shares the CPUs
  * with the run about to be measured. Not the load average: the paused droplets' frozen tasks
- * wait uninterruptibly, and so count in it (95 of them, load 13 on an otherwise idle machine).
+ * wait uninterruptibly, and so count in it (95 of them held it near 13 while five droplets ran).
  */
 export async function busyPercent(ms = 500): Promise<number> {
   const before = cpuJiffies();
